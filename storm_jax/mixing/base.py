@@ -1,0 +1,261 @@
+"""The contract shared by every mixing method: `Mixer`, the registry, and common helpers.
+
+Every method is a pair of pure functions:
+
+  params = sample(key, shape, **kw)      # every random quantity, as a small pytree
+  x_mix, y_mix = apply(params, x, y)     # deterministic given params
+
+wrapped in a `Mixer` that adds the options every method shares (apply probability and
+label smoothing) and validates its inputs. `get(name, **hparams)` builds a mixer from the
+registry; hyper-parameters are checked there, before anything is traced.
+
+Conventions (SPECS §0): `x` is `[B, H, W, C]` float (axis 1 = height, axis 2 = width),
+`y` is `[B, N]` soft labels, and λ is the weight of the anchor `x[b]` (the un-permuted
+sample). Labels come out as the share of each source's pixels in the mixed image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+SampleFn = Callable[..., PyTree]
+ApplyFn = Callable[[PyTree, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+PAIRINGS = ('perm', 'flip', 'roll')
+GRANULARITIES = ('batch', 'example')
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers: raise ValueError naming the field and the value.
+# --------------------------------------------------------------------------------------
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+  if value not in allowed:
+    raise ValueError(f'{name}={value!r} is not one of {tuple(allowed)}.')
+
+
+def check_positive(name: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      math.isfinite(value) and value > 0):
+    raise ValueError(f'{name}={value!r} must be a finite number > 0.')
+
+
+def check_probability(name: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      0.0 <= value <= 1.0):
+    raise ValueError(f'{name}={value!r} must be a number in [0, 1].')
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f'{name}={value!r} must be an integer >= {minimum}.')
+
+
+def check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+  shape = tuple(shape)
+  if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape):
+    raise ValueError(f'shape={shape!r} must be a static [B, H, W, C] image-batch shape.')
+  return shape  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------
+# Random quantities shared by several methods.
+# --------------------------------------------------------------------------------------
+
+
+def partner(key: jax.Array, batch_size: int, pairing: str = 'perm') -> jax.Array:
+  """Partner indices `π` (int32[B]): sample b is mixed with sample `π[b]` (SPECS §0.3).
+
+  `perm` is a uniform random permutation (has fixed points, ~1 on average); `flip` pairs
+  b with B-1-b (one fixed point when B is odd); `roll` pairs b with b-1 (none for B >= 2).
+  """
+  check_choice('pairing', pairing, PAIRINGS)
+  if pairing == 'perm':
+    return jax.random.permutation(key, batch_size).astype(jnp.int32)
+  idx = jnp.arange(batch_size, dtype=jnp.int32)
+  if pairing == 'flip':
+    return idx[::-1]
+  return jnp.roll(idx, 1)  # roll: partner of b is (b - 1) mod B.
+
+
+def beta(key: jax.Array, alpha: float, shape: Sequence[int] = ()) -> jax.Array:
+  """`Beta(alpha, alpha)` draws in float32, clipped into [0, 1] (float error can overshoot)."""
+  lam = jax.random.beta(key, alpha, alpha, tuple(shape), dtype=jnp.float32)
+  return jnp.clip(lam, 0.0, 1.0)
+
+
+def smooth_labels(y: jax.Array, eps: float) -> jax.Array:
+  """Label smoothing as timm: `on = 1 - eps + eps/N`, `off = eps/N` for a one-hot row."""
+  if eps == 0:
+    return y
+  return y * (1.0 - eps) + eps / y.shape[-1]
+
+
+def lerp(lam: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """`lam * a + (1 - lam) * b`, written so that lam in {0, 1} returns a or b exactly."""
+  return b + lam * (a - b)
+
+
+# --------------------------------------------------------------------------------------
+# Mixer and registry.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixer:
+  """A mixing method with fixed hyper-parameters.
+
+  Attributes:
+    name: registry name.
+    hparams: the method's hyper-parameters (after defaults), for logging.
+    sample_fn: `(key, shape, **kw) -> params`; draws every random quantity.
+    apply_fn: `(params, x, y) -> (x_mix, y_mix)`; deterministic.
+    prob: probability of mixing a batch at all (one Bernoulli draw per call). When the
+      draw fails, images and (smoothed) labels pass through unchanged.
+    label_smoothing: applied once, to `y`, before mixing.
+    clean_loss_weight: weight of the clean term `CE(f(x), y)` the method's objective
+      adds to `CE(f(x_mix), y_mix)` (1 for StoRM and Region Mixup, SPECS §6-§7).
+    needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix).
+    multiplicity: how many outputs per input sample (K for multi-mix); `apply`
+      returns `multiplicity * B` samples, k-major (`[k * B + b]`).
+  """
+
+  name: str
+  hparams: Mapping[str, Any]
+  sample_fn: SampleFn
+  apply_fn: ApplyFn
+  prob: float = 1.0
+  label_smoothing: float = 0.0
+  clean_loss_weight: float = 0.0
+  needs_saliency: bool = False
+  multiplicity: int = 1
+
+  def sample(self, key: jax.Array, shape: Sequence[int], **kw) -> PyTree:
+    """Draws every random quantity for a batch of the given static shape."""
+    shape = check_shape(shape)
+    if self.needs_saliency and kw.get('saliency') is None:
+      raise ValueError(f'mixer {self.name!r} needs sample(..., saliency=[B, H, W]).')
+    if self.prob >= 1.0:
+      return self.sample_fn(key, shape, **kw)
+    key, apply_key = jax.random.split(key)
+    params = dict(self.sample_fn(key, shape, **kw))
+    params['apply'] = jax.random.bernoulli(apply_key, self.prob)
+    return params
+
+  def apply(self, params: PyTree, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mixes `x: [B, H, W, C]` and soft labels `y: [B, N]` with the drawn `params`."""
+    if x.ndim != 4:
+      raise ValueError(f'x.shape={x.shape} must be [B, H, W, C].')
+    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+      raise ValueError(f'y.shape={y.shape} must be [B, N] with B={x.shape[0]} (one-hot or '
+                       'soft labels; use jax.nn.one_hot for integer labels).')
+    y = smooth_labels(y.astype(jnp.float32), self.label_smoothing)
+    x_mix, y_mix = self.apply_fn(params, x, y)
+    x_mix = x_mix.astype(x.dtype)
+    if isinstance(params, Mapping) and 'apply' in params:
+      reps = (self.multiplicity,) + (1,) * (x.ndim - 1)
+      x_mix = jnp.where(params['apply'], x_mix, jnp.tile(x, reps))
+      y_mix = jnp.where(params['apply'], y_mix, jnp.tile(y, (self.multiplicity, 1)))
+    return x_mix, y_mix
+
+  def __call__(self, key: jax.Array, x: jax.Array, y: jax.Array,
+               **kw) -> tuple[jax.Array, jax.Array]:
+    return self.apply(self.sample(key, x.shape, **kw), x, y)
+
+
+_REGISTRY: dict[str, Callable[..., Mixer]] = {}
+
+
+def register(name: str):
+  """Decorator: registers `factory(**hparams) -> Mixer` under `name`.
+
+  The factory takes the method's own keyword-only hyper-parameters, validates them (raise
+  `ValueError` naming the field) and returns a Mixer. `prob` and `label_smoothing` are
+  shared by all methods and handled by `get`; a factory must not declare them.
+  """
+
+  def decorator(factory):
+    if name in _REGISTRY:
+      raise ValueError(f'mixer {name!r} is registered twice.')
+    _REGISTRY[name] = factory
+    return factory
+
+  return decorator
+
+
+def names() -> tuple[str, ...]:
+  """The registered mixer names, sorted."""
+  return tuple(sorted(_REGISTRY))
+
+
+def hparam_names(name: str) -> tuple[str, ...]:
+  """The hyper-parameters `get(name, ...)` accepts (method-specific + shared)."""
+  _check_name(name)
+  params = inspect.signature(_REGISTRY[name]).parameters
+  return tuple(params) + ('prob', 'label_smoothing')
+
+
+def _check_name(name: str) -> None:
+  if name not in _REGISTRY:
+    raise ValueError(f'unknown mixer name={name!r}; registered: {", ".join(names())}.')
+
+
+def get(name: str, *, prob: float = 1.0, label_smoothing: float = 0.0, **hparams) -> Mixer:
+  """Builds the mixer `name` with the given hyper-parameters.
+
+  Args:
+    name: one of `names()`.
+    prob: probability of mixing each call (each batch, or each device shard).
+    label_smoothing: smoothing applied once to the labels before mixing.
+    **hparams: the method's hyper-parameters (see the method's module).
+
+  Raises:
+    ValueError: unknown name, unknown hyper-parameter, or a bad value; the message names it.
+  """
+  _check_name(name)
+  factory = _REGISTRY[name]
+  allowed = tuple(inspect.signature(factory).parameters)
+  for key in hparams:
+    if key not in allowed:
+      raise ValueError(f'unknown hyper-parameter {key!r} for mixer {name!r}; allowed: '
+                       f'{", ".join(allowed + ("prob", "label_smoothing"))}.')
+  check_probability('prob', prob)
+  if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
+      0.0 <= label_smoothing < 1.0):
+    raise ValueError(f'label_smoothing={label_smoothing!r} must be a number in [0, 1).')
+  mixer = factory(**hparams)
+  defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()
+              if p.default is not inspect.Parameter.empty}
+  all_hparams = {**defaults, **hparams, 'prob': prob, 'label_smoothing': label_smoothing}
+  return dataclasses.replace(mixer, name=name, hparams=all_hparams, prob=float(prob),
+                             label_smoothing=float(label_smoothing))
+
+
+# --------------------------------------------------------------------------------------
+# The identity mixer ("vanilla" training), so the trainer treats every method alike.
+# --------------------------------------------------------------------------------------
+
+
+def _identity_sample(key, shape):
+  del key, shape
+  return {}
+
+
+def _identity_apply(params, x, y):
+  del params
+  return x, y
+
+
+@register('none')
+def _make_none() -> Mixer:
+  """No mixing (vanilla training); label smoothing still applies."""
+  return Mixer('none', {}, _identity_sample, _identity_apply)
