@@ -1,0 +1,272 @@
+"""Properties every registered mixer must have (SPECS §12 T1-T5, T11-T12; PITFALLS).
+
+The central trick: an "identity image" batch `x[b, h, w, :] = one_hot(b, B)` with labels
+`y = eye(B)`. After mixing, channel d of pixel (h, w) of output b is the weight of source d
+at that pixel, so per output image
+  * the channel vector is a convex combination (T5): entries >= 0 summing to 1;
+  * `x_mix[b].mean((H, W))` is the pixel share of every source, which must equal the mixed
+    label `y_mix[b]` (T3: label weight == pixel share; PITFALLS: weight orientation, images
+    and labels use the same partner index, clipped boxes, integer area ratios).
+This holds for every method in the codebase, including Mixup (share = λ) and multi-mix.
+"""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from storm_jax import mixing
+
+ALL_NAMES = ('none', 'mixup', 'cutmix', 'mixup_cutmix', 'hmix', 'gmix', 'region_mixup', 'storm',
+             'rmix', 'dcutmix', 'dmixup', 'multimix')
+
+# (name, hparams) cases: defaults plus the variants that change the code path.
+_CASES = [
+    ('none', {}),
+    ('mixup', {}),
+    ('mixup', {'granularity': 'example', 'pairing': 'roll'}),
+    ('cutmix', {}),
+    ('cutmix', {'granularity': 'example', 'pairing': 'flip'}),
+    ('mixup_cutmix', {}),
+    ('mixup_cutmix', {'granularity': 'example'}),
+    ('hmix', {}),
+    ('hmix', {'r_gamma': 0.5, 'mixup_alpha': 1.0}),
+    ('gmix', {}),
+    ('region_mixup', {}),
+    ('region_mixup', {'k': 3, 'granularity': 'example'}),
+    ('storm', {}),
+    ('storm', {'k': 3, 'beta': 0.5}),
+    ('storm', {'k': 4, 'granularity': 'example', 'points': 'distinct'}),
+    ('rmix', {}),
+    ('dcutmix', {}),
+    ('dcutmix', {'K': 5, 'alpha': 0.2}),
+    ('dmixup', {}),
+    ('multimix', {}),
+    ('multimix', {'base': 'cutmix', 'K': 3}),
+]
+CASES = [c for c in _CASES if c[0] in mixing.names()]
+IDS = [f'{n}-{"-".join(f"{k}={v}" for k, v in h.items()) or "default"}' for n, h in CASES]
+
+
+def _identity_batch(b, h, w, extra_classes=0):
+  x = jnp.broadcast_to(jnp.eye(b, dtype=jnp.float32)[:, None, None, :], (b, h, w, b))
+  y = jnp.eye(b, b + extra_classes, dtype=jnp.float32)
+  return x, y
+
+
+def _kwargs(mixer, shape, key):
+  if mixer.needs_saliency:
+    return {'saliency': jax.random.uniform(key, shape[:3])}
+  return {}
+
+
+def _mix(mixer, key, x, y):
+  skey, key = jax.random.split(key)
+  params = mixer.sample(key, x.shape, **_kwargs(mixer, x.shape, skey))
+  return mixer.apply(params, x, y)
+
+
+def test_all_methods_registered():
+  assert set(mixing.names()) == set(ALL_NAMES)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+@pytest.mark.parametrize('batch,height,width', [(1, 8, 12), (7, 8, 12), (8, 32, 48)])
+@pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
+def test_label_equals_pixel_share(name, hparams, batch, height, width, jit):
+  mixer = mixing.get(name, **hparams)
+  x, y = _identity_batch(batch, height, width)
+  fn = functools.partial(_mix, mixer)
+  if jit:
+    fn = jax.jit(fn)
+  for seed in range(3):
+    x_mix, y_mix = fn(jax.random.key(seed), x, y)
+    rows = mixer.multiplicity * batch
+    chex.assert_shape(x_mix, (rows, height, width, batch))
+    chex.assert_shape(y_mix, (rows, batch))
+    chex.assert_tree_all_finite((x_mix, y_mix))
+    # T5: every output pixel is a convex combination of source pixels.
+    assert float(x_mix.min()) >= -1e-6
+    np.testing.assert_allclose(x_mix.sum(-1), 1.0, atol=1e-5)
+    # T2: labels are distributions.
+    assert float(y_mix.min()) >= -1e-6
+    np.testing.assert_allclose(y_mix.sum(-1), 1.0, atol=1e-5)
+    # T3: label weight of each source == its pixel share.
+    np.testing.assert_allclose(x_mix.mean((1, 2)), y_mix, atol=2e-5)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_self_pairing_is_identity(name, hparams):
+  """T4: with every partner index set to the sample itself, nothing changes."""
+  mixer = mixing.get(name, **hparams)
+  b, h, w, c = 5, 8, 12, 2
+  key = jax.random.key(3)
+  x = jax.random.normal(key, (b, h, w, c))
+  y = jax.nn.one_hot(jnp.arange(b) % 3, 3)
+  params = dict(mixer.sample(jax.random.key(4), x.shape, **_kwargs(mixer, x.shape, key)))
+  if 'perm' in params:
+    params['perm'] = jnp.arange(b, dtype=jnp.int32)
+  if 'perms' in params:
+    params['perms'] = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32), params['perms'].shape)
+  x_mix, y_mix = mixer.apply(params, x, y)
+  k = mixer.multiplicity
+  np.testing.assert_allclose(x_mix, jnp.tile(x, (k, 1, 1, 1)), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(y_mix, jnp.tile(y, (k, 1)), atol=1e-6)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_batch_of_one_is_identity(name, hparams):
+  mixer = mixing.get(name, **hparams)
+  x = jax.random.uniform(jax.random.key(0), (1, 8, 12, 3))
+  y = jnp.array([[0.0, 1.0, 0.0]])
+  x_mix, y_mix = _mix(mixer, jax.random.key(1), x, y)
+  np.testing.assert_allclose(x_mix, jnp.tile(x, (mixer.multiplicity, 1, 1, 1)), atol=1e-6)
+  np.testing.assert_allclose(y_mix, jnp.tile(y, (mixer.multiplicity, 1)), atol=1e-6)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_tiny_alpha_is_finite(name, hparams):
+  """T1 / PITFALLS: tiny concentration gives λ of exactly 0 or 1; no NaN may come out."""
+  tiny = {k: 1e-3 for k in ('alpha', 'beta', 'mixup_alpha', 'cutmix_alpha')
+          if k in mixing.hparam_names(name)}
+  mixer = mixing.get(name, **{**hparams, **tiny})
+  x, y = _identity_batch(6, 8, 12)
+  for seed in range(8):
+    x_mix, y_mix = jax.jit(functools.partial(_mix, mixer))(jax.random.key(seed), x, y)
+    chex.assert_tree_all_finite((x_mix, y_mix))
+    np.testing.assert_allclose(x_mix.mean((1, 2)), y_mix, atol=2e-5)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_determinism_vmap_and_no_retrace(name, hparams):
+  """T12: same key -> same output; vmap over keys == per-key calls; one trace for all keys."""
+  mixer = mixing.get(name, **hparams)
+  x, y = _identity_batch(6, 8, 12)
+
+  def mix(key):
+    return _mix(mixer, key, x, y)
+
+  step = jax.jit(chex.assert_max_traces(mix, n=1))
+
+  keys = jax.random.split(jax.random.key(7), 4)
+  outs = [step(k) for k in keys]
+  again = step(keys[0])
+  chex.assert_trees_all_equal(outs[0], again)
+  vx, vy = jax.jit(jax.vmap(mix))(keys)
+  for i, (ox, oy) in enumerate(outs):
+    np.testing.assert_allclose(vx[i], ox, atol=1e-6)
+    np.testing.assert_allclose(vy[i], oy, atol=1e-6)
+  if name != 'none':
+    assert any(not np.array_equal(outs[0][0], o[0]) for o in outs[1:]), 'keys do not matter'
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_apply_probability(name, hparams):
+  """PITFALLS: the apply probability is applied once; empirical rate ~= p."""
+  p = 0.3
+  mixer = mixing.get(name, prob=p, **hparams)
+  x, y = _identity_batch(4, 8, 12)
+  n = 1000
+  keys = jax.random.split(jax.random.key(11), n)
+
+  def one(key):
+    skey, key = jax.random.split(key)
+    params = mixer.sample(key, x.shape, **_kwargs(mixer, x.shape, skey))
+    x_mix, y_mix = mixer.apply(params, x, y)
+    return params['apply'], x_mix, y_mix
+
+  applied, x_mix, y_mix = jax.jit(jax.vmap(one))(keys)
+  rate = float(applied.mean())
+  # 5 standard deviations of a Binomial(1000, 0.3) rate: 0.072.
+  assert abs(rate - p) < 5 * np.sqrt(p * (1 - p) / n), rate
+  k = mixer.multiplicity
+  skipped = ~np.asarray(applied)
+  np.testing.assert_array_equal(x_mix[skipped], np.tile(x, (k, 1, 1, 1))[None].repeat(
+      skipped.sum(), 0))
+  np.testing.assert_array_equal(y_mix[skipped], np.tile(y, (k, 1))[None].repeat(skipped.sum(), 0))
+  np.testing.assert_allclose(x_mix.mean((2, 3)), y_mix, atol=2e-5)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_label_smoothing_applied_once(name, hparams):
+  """PITFALLS: rows sum to 1; classes absent from every source get exactly eps/N."""
+  eps, extra = 0.1, 3
+  mixer = mixing.get(name, label_smoothing=eps, **hparams)
+  b = 6
+  x, y = _identity_batch(b, 8, 12, extra_classes=extra)
+  n = b + extra
+  x_mix, y_mix = jax.jit(functools.partial(_mix, mixer))(jax.random.key(5), x, y)
+  np.testing.assert_allclose(y_mix.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(y_mix[:, b:], eps / n, atol=1e-7)
+  # The sources' weights are their pixel shares, squeezed into the smoothed range.
+  np.testing.assert_allclose(y_mix[:, :b], x_mix.mean((1, 2)) * (1 - eps) + eps / n, atol=2e-5)
+
+
+@pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
+def test_dtype_preserved_and_c_not_3(name, hparams):
+  mixer = mixing.get(name, **hparams)
+  x = jax.random.uniform(jax.random.key(0), (4, 8, 12, 5)).astype(jnp.bfloat16)
+  y = jax.nn.one_hot(jnp.arange(4), 10)
+  x_mix, y_mix = jax.jit(functools.partial(_mix, mixer))(jax.random.key(1), x, y)
+  assert x_mix.dtype == jnp.bfloat16 and y_mix.dtype == jnp.float32
+  chex.assert_shape(x_mix, (4 * mixer.multiplicity, 8, 12, 5))
+
+
+def test_get_rejects_unknown_name_and_hparam():
+  with pytest.raises(ValueError, match="name='stormm'"):
+    mixing.get('stormm')
+  with pytest.raises(ValueError, match="'kk'"):
+    mixing.get('none', kk=2)
+  with pytest.raises(ValueError, match='prob=1.5'):
+    mixing.get('none', prob=1.5)
+  with pytest.raises(ValueError, match='label_smoothing=-0.1'):
+    mixing.get('none', label_smoothing=-0.1)
+
+
+@pytest.mark.parametrize('name', [n for n in ALL_NAMES if n in mixing.names()])
+def test_bad_concentration_rejected(name):
+  for key in ('alpha', 'beta', 'mixup_alpha', 'cutmix_alpha'):
+    if key in mixing.hparam_names(name) and key != 'mixup_alpha':
+      with pytest.raises(ValueError, match=key):
+        mixing.get(name, **{key: -1.0})
+      with pytest.raises(ValueError, match=key):
+        mixing.get(name, **{key: float('nan')})
+
+
+def test_bad_shapes_rejected():
+  mixer = mixing.get('none')
+  with pytest.raises(ValueError, match='shape'):
+    mixer.sample(jax.random.key(0), (8, 32, 32))
+  with pytest.raises(ValueError, match='y.shape'):
+    mixer.apply({}, jnp.zeros((2, 4, 4, 3)), jnp.zeros((2,)))
+
+
+def test_soft_cross_entropy_matches_optax():
+  optax = pytest.importorskip('optax')
+  logits = jax.random.normal(jax.random.key(0), (5, 7))
+  labels = jax.nn.softmax(jax.random.normal(jax.random.key(1), (5, 7)))
+  np.testing.assert_allclose(mixing.soft_cross_entropy(logits, labels),
+                             optax.softmax_cross_entropy(logits, labels), rtol=1e-6)
+  # Two one-hot sources: soft CE == lam * CE(a) + (1 - lam) * CE(b) (SPECS §0.5).
+  ya, yb, lam = jax.nn.one_hot(jnp.array([1] * 5), 7), jax.nn.one_hot(jnp.array([4] * 5), 7), 0.3
+  np.testing.assert_allclose(
+      mixing.soft_cross_entropy(logits, lam * ya + (1 - lam) * yb),
+      lam * mixing.soft_cross_entropy(logits, ya) + (1 - lam) * mixing.soft_cross_entropy(
+          logits, yb), rtol=1e-6)
+
+
+def test_mixed_objective_adds_clean_term():
+  """T14: the StoRM / Region Mixup objective is CE(f(x), y) + CE(f(x_mix), y_mix)."""
+  k1, k2 = jax.random.split(jax.random.key(0))
+  lc, lm = jax.random.normal(k1, (4, 3)), jax.random.normal(k2, (4, 3))
+  y = jax.nn.one_hot(jnp.arange(4) % 3, 3)
+  ym = jnp.roll(y, 1, 0) * 0.4 + y * 0.6
+  ce = lambda l, t: jnp.mean(-jnp.sum(t * jax.nn.log_softmax(l), -1))
+  np.testing.assert_allclose(mixing.mixed_objective(lm, ym, lc, y, clean_weight=1.0),
+                             ce(lc, y) + ce(lm, ym), rtol=1e-6)
+  np.testing.assert_allclose(mixing.mixed_objective(lm, ym), ce(lm, ym), rtol=1e-6)
+  with pytest.raises(ValueError, match='clean_weight'):
+    mixing.mixed_objective(lm, ym, clean_weight=1.0)
