@@ -103,10 +103,10 @@ def test_self_pairing_is_identity(name, hparams):
   """T4: with every partner index set to the sample itself, nothing changes."""
   mixer = mixing.get(name, **hparams)
   b, h, w, c = 5, 8, 12, 2
-  key = jax.random.key(3)
-  x = jax.random.normal(key, (b, h, w, c))
+  x = jax.random.normal(jax.random.key(3), (b, h, w, c))
   y = jax.nn.one_hot(jnp.arange(b) % 3, 3)
-  params = dict(mixer.sample(jax.random.key(4), x.shape, **_kwargs(mixer, x.shape, key)))
+  params = dict(mixer.sample(jax.random.key(4), x.shape,
+                             **_kwargs(mixer, x.shape, jax.random.key(5))))
   if 'perm' in params:
     params['perm'] = jnp.arange(b, dtype=jnp.int32)
   if 'perms' in params:
@@ -151,11 +151,12 @@ def test_determinism_vmap_and_no_retrace(name, hparams):
 
   step = jax.jit(chex.assert_max_traces(mix, n=1))
 
-  keys = jax.random.split(jax.random.key(7), 4)
-  outs = [step(k) for k in keys]
-  again = step(keys[0])
+  # Fresh key objects with the same values each time: the key-reuse checker is on.
+  keys = lambda: jax.random.split(jax.random.key(7), 4)
+  outs = [step(k) for k in keys()]
+  again = step(keys()[0])
   chex.assert_trees_all_equal(outs[0], again)
-  vx, vy = jax.jit(jax.vmap(mix))(keys)
+  vx, vy = jax.jit(jax.vmap(mix))(keys())
   for i, (ox, oy) in enumerate(outs):
     np.testing.assert_allclose(vx[i], ox, atol=1e-6)
     np.testing.assert_allclose(vy[i], oy, atol=1e-6)
