@@ -1,0 +1,62 @@
+"""The experiment-table machinery on fabricated run directories (no training)."""
+
+import json
+import pathlib
+import shlex
+
+import pytest
+
+from experiments import tablelib
+
+TABLE = tablelib.Table(
+    name='toy', title='Toy table',
+    columns=(tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('fgsm_err_4', 'FGSM err %',
+                                                                    higher_is_better=False)),
+    rows=(tablelib.Row('Vanilla', 'configs/x.py', {'mix.name': 'none'},
+                       paper={'top1_acc': 76.33, 'fgsm_err_4': 84.93}),
+          tablelib.Row('StoRM (k=2)', 'configs/x.py', {'mix.name': 'storm', 'mix.hparams.k': 2},
+                       paper={'top1_acc': 82.06, 'fgsm_err_4': None})),
+    seeds=3)
+
+
+def _fabricate(root: pathlib.Path, row, seed, metrics):
+  d = tablelib.run_dir(root / TABLE.name, row, seed)
+  d.mkdir(parents=True)
+  (d / tablelib.METRICS_FILE).write_text(json.dumps(metrics))
+
+
+def test_commands_cover_every_row_and_seed(tmp_path):
+  cmds = tablelib.commands(TABLE, tmp_path, seeds=2)
+  assert len(cmds) == 2 * 2 * 2  # rows x seeds x (train, evaluate)
+  train = shlex.split(cmds[4])  # rows are outer, seeds inner: storm seed 0
+  assert train[1:3] == ['-m', 'storm_jax.main']
+  assert f'--workdir={tmp_path}/storm_k_2/seed0' in train
+  assert '--config.mix.name=storm' in train and '--config.mix.hparams.k=2' in train
+  assert '--config.seed=0' in train
+  assert shlex.split(cmds[5])[2] == 'storm_jax.evaluate'
+  assert all(':smoke' in c for c in tablelib.commands(TABLE, tmp_path, seeds=1, smoke=True))
+
+
+def test_aggregate_mean_std_and_paper_columns(tmp_path, capsys):
+  vanilla, storm = TABLE.rows
+  _fabricate(tmp_path, vanilla, 0, {'top1_acc': 76.0, 'fgsm_err_4': 85.0})
+  _fabricate(tmp_path, vanilla, 1, {'top1_acc': 78.0, 'fgsm_err_4': 83.0})
+  _fabricate(tmp_path, storm, 2, {'top1_acc': 81.5})  # one finished seed, metric missing
+  results = tablelib.collect(TABLE, tmp_path / TABLE.name)
+  assert results['Vanilla']['top1_acc'] == [76.0, 78.0]
+  assert results['StoRM (k=2)']['fgsm_err_4'] == []
+  md = tablelib.markdown(TABLE, results)
+  # mean 77, sample std sqrt(2) = 1.41; delta vs paper 77 - 76.33.
+  assert '| Vanilla | 77.00 ± 1.41 (n=2) | 76.33 | +0.67 | 84.00 ± 1.41 (n=2) | 84.93 | -0.93 |' in md
+  assert '| StoRM (k=2) | 81.50 (n=1) | 82.06 | -0.56 | – | – | – |' in md
+  csv_path = tmp_path / 'out.csv'
+  assert tablelib.main([TABLE], ['aggregate', f'--runs={tmp_path}', f'--csv={csv_path}']) == 0
+  assert '77.00 ± 1.41' in capsys.readouterr().out
+  lines = csv_path.read_text().splitlines()
+  assert lines[0] == 'table,method,metric,mean,std,n,paper'
+  assert lines[1] == 'toy,Vanilla,top1_acc,77.0000,1.4142,2,76.33'
+
+
+def test_unknown_table_rejected(tmp_path):
+  with pytest.raises(SystemExit):
+    tablelib.main([TABLE], ['aggregate', '--table=nope', f'--runs={tmp_path}'])
