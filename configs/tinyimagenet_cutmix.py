@@ -1,0 +1,13 @@
+r"""Tiny-ImageNet, PreActResNet-18, PuzzleMix protocol: cutmix.
+
+  python -m storm_jax.main --config=configs/tinyimagenet_cutmix.py --workdir=runs/tiny_cutmix \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+from configs import tinyimagenet
+
+
+def get_config(variant: str = ''):
+  return tinyimagenet.get_config('cutmix', dict(alpha=1.0), variant)

@@ -1,0 +1,13 @@
+r"""Tiny-ImageNet, PreActResNet-18, PuzzleMix protocol: hmix.
+
+  python -m storm_jax.main --config=configs/tinyimagenet_hmix.py --workdir=runs/tiny_hmix \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+from configs import tinyimagenet
+
+
+def get_config(variant: str = ''):
+  return tinyimagenet.get_config('hmix', dict(alpha=1.0, r=0.5), variant)

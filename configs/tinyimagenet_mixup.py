@@ -1,0 +1,13 @@
+r"""Tiny-ImageNet, PreActResNet-18, PuzzleMix protocol: mixup.
+
+  python -m storm_jax.main --config=configs/tinyimagenet_mixup.py --workdir=runs/tiny_mixup \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+from configs import tinyimagenet
+
+
+def get_config(variant: str = ''):
+  return tinyimagenet.get_config('mixup', dict(alpha=0.2), variant)

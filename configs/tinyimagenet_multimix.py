@@ -1,0 +1,13 @@
+r"""Tiny-ImageNet, PreActResNet-18, PuzzleMix protocol: multimix.
+
+  python -m storm_jax.main --config=configs/tinyimagenet_multimix.py --workdir=runs/tiny_multimix \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+from configs import tinyimagenet
+
+
+def get_config(variant: str = ''):
+  return tinyimagenet.get_config('multimix', dict(base='mixup', K=5, alpha=1.0), variant)

@@ -1,0 +1,13 @@
+r"""Tiny-ImageNet, PreActResNet-18, PuzzleMix protocol: rmix.
+
+  python -m storm_jax.main --config=configs/tinyimagenet_rmix.py --workdir=runs/tiny_rmix \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+from configs import tinyimagenet
+
+
+def get_config(variant: str = ''):
+  return tinyimagenet.get_config('rmix', dict(alpha=1.0, grid_sizes=(2, 4), num_thresholds=10), variant)
