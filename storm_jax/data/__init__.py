@@ -1,0 +1,53 @@
+"""storm_jax.data: tfds input pipelines for every dataset the papers use, working offline.
+
+    from storm_jax import data
+    info = data.get_info('cifar100')
+    it = data.train_iterator('cifar100', global_batch_size=128, seed=0, start_step=step)
+    batch = data.to_global(next(it), sharding)   # uint8 images; normalise on device
+    for batch in data.eval_iterator('cifar100', global_batch_size=500): ...  # batch['mask']
+
+Importing this package hides every GPU from TensorFlow: tf.data runs on the host while JAX
+owns the accelerators (TF would otherwise reserve GPU memory).
+
+Datasets: `digits` (scikit-learn, prepared offline on first use: the default),
+`cifar10`, `cifar100`, `tiny_imagenet`, `imagenet2012`, `caltech_birds2011`, `cars196`,
+`cifar10_corrupted/<c>_<s>`, `cifar100_corrupted/<c>_<s>` and `image_folder:<root>`.
+Prepare one with `python -m storm_jax.data.prepare NAME [--data_dir=...] [--manual_dir=...]`.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import tensorflow as tf
+
+
+def _hide_gpus_from_tf() -> None:
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF initialised its devices before this import
+    if tf.config.get_visible_devices('GPU'):
+      logging.warning('TensorFlow already sees GPUs %s; import storm_jax.data before using TF '
+                      'so that it leaves the accelerators to JAX.',
+                      tf.config.get_visible_devices('GPU'))
+
+
+_hide_gpus_from_tf()
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+from storm_jax.data.info import AUGMENTS
+from storm_jax.data.info import CIFAR_C_CORRUPTIONS
+from storm_jax.data.info import CIFAR_C_STANDARD_15
+from storm_jax.data.info import DatasetInfo
+from storm_jax.data.info import SEVERITIES
+from storm_jax.data.info import corrupted_names
+from storm_jax.data.info import get_info
+from storm_jax.data.info import names
+from storm_jax.data.input_pipeline import eval_iterator
+from storm_jax.data.input_pipeline import make_eval_dataset
+from storm_jax.data.input_pipeline import make_train_dataset
+from storm_jax.data.input_pipeline import num_eval_batches
+from storm_jax.data.input_pipeline import process_range
+from storm_jax.data.input_pipeline import to_global
+from storm_jax.data.input_pipeline import train_iterator
+from storm_jax.data.sources import DatasetNotFoundError
+from storm_jax.data.sources import prepare
