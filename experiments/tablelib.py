@@ -54,7 +54,7 @@ class Row:
   config: str                                 # config file
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   paper: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
-  eval_flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  eval_flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # evaluate's flags
 
   @property
   def slug(self) -> str:
@@ -88,11 +88,14 @@ def commands(table: Table, runs: pathlib.Path, seeds: int | None = None,
   for row in table.rows:
     for seed in range(seeds or table.seeds):
       workdir = run_dir(runs, row, seed)
-      flags = [f'--config={row.config}' + (':smoke' if smoke else ''), f'--workdir={workdir}',
-               _flag('seed', seed)] + [_flag(k, v) for k, v in row.overrides.items()]
+      config = row.config
+      if smoke:  # 'file.py' -> 'file.py:smoke'; 'file.py:mixup' -> 'file.py:mixup,smoke'.
+        config += ',smoke' if ':' in config else ':smoke'
+      flags = [f'--config={config}', f'--workdir={workdir}', _flag('seed', seed)] + [
+          _flag(k, v) for k, v in row.overrides.items()]
       train = [sys.executable, '-m', 'storm_jax.main'] + flags
       evaluate = [sys.executable, '-m', 'storm_jax.evaluate'] + flags + [
-          _flag(k, v) for k, v in row.eval_flags.items()]
+          f'--{k}={v}' for k, v in row.eval_flags.items()]
       out.append(' '.join(shlex.quote(a) for a in train))
       out.append(' '.join(shlex.quote(a) for a in evaluate))
   return out

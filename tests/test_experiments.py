@@ -34,7 +34,13 @@ def test_commands_cover_every_row_and_seed(tmp_path):
   assert '--config.mix.name=storm' in train and '--config.mix.hparams.k=2' in train
   assert '--config.seed=0' in train
   assert shlex.split(cmds[5])[2] == 'storm_jax.evaluate'
-  assert all(':smoke' in c for c in tablelib.commands(TABLE, tmp_path, seeds=1, smoke=True))
+  smoke = tablelib.commands(TABLE, tmp_path, seeds=1, smoke=True)
+  assert all('--config=configs/x.py:smoke ' in c for c in smoke)
+  row = tablelib.Row('M', 'configs/y.py:mixup', eval_flags={'fgsm_eps': '4,8'})
+  table = tablelib.Table('t', 't', TABLE.columns, (row,), seeds=1)
+  train, evaluate = tablelib.commands(table, tmp_path, smoke=True)
+  assert '--config=configs/y.py:mixup,smoke' in shlex.split(train)
+  assert shlex.split(evaluate)[-1] == '--fgsm_eps=4,8'
 
 
 def test_aggregate_mean_std_and_paper_columns(tmp_path, capsys):
@@ -60,3 +66,39 @@ def test_aggregate_mean_std_and_paper_columns(tmp_path, capsys):
 def test_unknown_table_rejected(tmp_path):
   with pytest.raises(SystemExit):
     tablelib.main([TABLE], ['aggregate', '--table=nope', f'--runs={tmp_path}'])
+
+
+TABLE_SCRIPTS = ('storm_table1_cifar10', 'storm_table2_cifar100', 'storm_table3_tinyimagenet',
+                 'storm_table4_imagenet', 'storm_table5_robustness', 'hmix_table2_cifar100',
+                 'hmix_table3_imagenet', 'rmix_table4_cifar100', 'rmix_table6_calibration',
+                 'dcutmix_tables', 'multimix_table1')
+
+
+def _load_config(spec: str):
+  import importlib
+  path, _, arg = spec.partition(':')
+  module = importlib.import_module(path.removesuffix('.py').replace('/', '.'))
+  return module.get_config(arg) if arg else module.get_config()
+
+
+@pytest.mark.parametrize('script', TABLE_SCRIPTS)
+def test_table_rows_resolve_to_valid_configs(script):
+  """Every row's config (and its smoke variant) loads, and every override names a field."""
+  import importlib
+  from storm_jax import mixing
+  tables = importlib.import_module(f'experiments.{script}').TABLES
+  assert tables and all(t.rows for t in tables)
+  for table in tables:
+    for row in table.rows:
+      for spec in (row.config, row.config + (',smoke' if ':' in row.config else ':smoke')):
+        config = _load_config(spec)
+        for key, value in row.overrides.items():
+          node = config
+          *parents, leaf = key.split('.')
+          for p in parents:
+            node = node[p]
+          if not key.startswith('mix.hparams.'):
+            assert leaf in node, f'{script}: {row.label}: no field {key}'
+          node[leaf] = value
+        # The method and its hyper-parameters are valid (raises ValueError otherwise).
+        mixing.get(config.mix.name, **dict(config.mix.hparams))

@@ -1,0 +1,36 @@
+"""StoRM Table 2: CIFAR-100 top-1 / top-5 accuracy (SPECS §13.3).
+
+PreActResNet-18, 1200 epochs (PuzzleMix/Manifold protocol) and WRN-28-10 (IPMix protocol).
+Methods storm_jax does not implement (Manifold, AugMix, PixMix, SaliencyMix, Guided-*,
+PuzzleMix, Co-Mixup, IPMix) are left out.
+
+  python -m experiments.storm_table2_cifar100 commands   # or: run / aggregate
+"""
+
+from experiments import tablelib
+
+PARN = 'configs/cifar100_preactresnet18.py'
+WRN = 'configs/cifar100_wrn28_10.py'
+ACC = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('top5_acc', 'top-5 %'))
+
+TABLES = [
+    tablelib.Table(
+        name='storm_t2_c100_parn18', title='StoRM Table 2: CIFAR-100, PreActResNet-18 (1200 ep)',
+        columns=ACC, rows=(
+            tablelib.Row('Vanilla', f'{PARN}:vanilla', paper={'top1_acc': 76.33, 'top5_acc': 91.02}),
+            tablelib.Row('MixUp', f'{PARN}:mixup', paper={'top1_acc': 76.84, 'top5_acc': 92.42}),
+            tablelib.Row('CutMix', f'{PARN}:cutmix', paper={'top1_acc': 76.8, 'top5_acc': 91.91}),
+            tablelib.Row('StoRM', f'{PARN}:storm', paper={'top1_acc': 82.06, 'top5_acc': 95.55}),
+        )),
+    tablelib.Table(
+        name='storm_t2_c100_wrn28_10', title='StoRM Table 2: CIFAR-100, WRN-28-10 (IPMix protocol)',
+        columns=ACC[:1], rows=(
+            tablelib.Row('Vanilla', f'{WRN}:vanilla', paper={'top1_acc': 81.0}),
+            tablelib.Row('MixUp', f'{WRN}:mixup', paper={'top1_acc': 81.6}),
+            tablelib.Row('CutMix', f'{WRN}:cutmix', paper={'top1_acc': 82.0}),
+            tablelib.Row('StoRM', f'{WRN}:storm', paper={'top1_acc': 82.6}),
+        )),
+]
+
+if __name__ == '__main__':
+  raise SystemExit(tablelib.main(TABLES))
