@@ -71,7 +71,7 @@ def test_unknown_table_rejected(tmp_path):
 TABLE_SCRIPTS = ('storm_table1_cifar10', 'storm_table2_cifar100', 'storm_table3_tinyimagenet',
                  'storm_table4_imagenet', 'storm_table5_robustness', 'hmix_table2_cifar100',
                  'hmix_table3_imagenet', 'rmix_table4_cifar100', 'rmix_table6_calibration',
-                 'dcutmix_tables', 'multimix_table1')
+                 'dcutmix_tables', 'multimix_table1', 'storm_ablation')
 
 
 def _load_config(spec: str):
@@ -102,3 +102,30 @@ def test_table_rows_resolve_to_valid_configs(script):
           node[leaf] = value
         # The method and its hyper-parameters are valid (raises ValueError otherwise).
         mixing.get(config.mix.name, **dict(config.mix.hparams))
+
+
+def test_plot_overhead_on_fabricated_runs(tmp_path, capsys):
+  from experiments import plot_overhead
+  def run(method, seed, speed, acc=None, acc_frac=None):
+    d = tmp_path / method / f'seed{seed}'
+    d.mkdir(parents=True)
+    rows = [{'step': 10, 'train_loss': 1.0}, {'step': 20, 'summary_images_per_sec': speed}]
+    if acc_frac is not None:
+      rows[-1]['summary_eval_accuracy'] = acc_frac
+    (d / 'metrics.jsonl').write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+    if acc is not None:
+      (d / 'eval_metrics.json').write_text(json.dumps({'top1_acc': acc}))
+  run('vanilla', 0, 100.0, acc=70.0)
+  run('vanilla', 1, 100.0, acc=72.0)
+  run('storm', 0, 80.0, acc_frac=0.75)   # accuracy from the trainer's summary
+  results = plot_overhead.collect(tmp_path)
+  assert results['vanilla'] == {'images_per_sec': 100.0, 'top1_acc': 71.0, 'n': 2}
+  over = plot_overhead.overheads(results, 'vanilla')
+  # T ∝ 1 / speed: (1/80 - 1/100) / (1/100) = +25 %.
+  assert over == pytest.approx({'vanilla': 0.0, 'storm': 25.0})
+  out = tmp_path / 'fig.png'
+  assert plot_overhead.main(['--runs', str(tmp_path), '--out', str(out)]) == 0
+  assert out.stat().st_size > 1000
+  assert '| storm | 80.0 | +25.0 | 75.00 | 1 |' in capsys.readouterr().out
+  with pytest.raises(ValueError, match='--vanilla'):
+    plot_overhead.overheads(results, 'none')
