@@ -154,9 +154,9 @@ def missing_message(tfds_name: str, data_dir: str | None) -> str:
     return (f'{head} Place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
             f'https://image-net.org/download-images) in {manual}/ and run `{cmd}`.')
   b = builder(tfds_name, data_dir)
-  return (f'{head} This machine cannot download it: on a machine with network run `{cmd}` '
-          f'(tfds downloads the source files and writes ArrayRecord files), then copy the folder '
-          f'{b.data_dir}/ to the same place here.')
+  return (f'{head} The pipeline never downloads: run `{cmd}` (tfds downloads the source files '
+          'and writes ArrayRecord files), or run it on a machine with network and copy the '
+          f'folder it writes, {b.data_dir}/, to the same place here.')
 
 
 def open_split(tfds_name: str, split: str, data_dir: str | None) -> 'RecordSource':
@@ -171,19 +171,23 @@ def open_split(tfds_name: str, split: str, data_dir: str | None) -> 'RecordSourc
   b = builder(tfds_name, data_dir)
   fmt = _prepared_format(b)
   base = tfds_name.partition('/')[0]
-  if fmt is None:
-    manual = default_manual_dir(data_dir)
-    if base == 'digits' or _manual_source(base, manual) is not None:
-      prepare(tfds_name, data_dir=data_dir, download=False)
-      b = builder(tfds_name, data_dir)
-    else:
-      raise DatasetNotFoundError(missing_message(tfds_name, data_dir))
-  elif fmt == 'tfrecord':
+  if fmt == 'tfrecord':
     raise DatasetNotFoundError(
         f'Dataset {tfds_name!r} in {b.data_dir} is prepared as TFRecord only; the storm_jax '
         'pipeline reads ArrayRecord (random access for stateless, resumable shuffling). '
         f'Run `{_PREPARE_CMD.format(name=tfds_name, data_dir=default_data_dir(data_dir))}` '
         'to add an ArrayRecord copy.')
+  if fmt is None:
+    if base == 'digits' or _manual_source(base, default_manual_dir(data_dir)) is not None:
+      prepare(tfds_name, data_dir=data_dir, download=False)
+      b = builder(tfds_name, data_dir)
+    else:
+      try:  # tfds.testing.mock_data serves unprepared datasets through as_data_source
+        return TfdsSource(b, split)
+      except Exception:  # pylint: disable=broad-except
+        raise DatasetNotFoundError(missing_message(tfds_name, data_dir)) from None
+  if split not in b.info.splits:
+    raise ValueError(f'split={split!r}: {b.info.full_name} has splits {list(b.info.splits)}.')
   return TfdsSource(b, split)
 
 
@@ -206,8 +210,6 @@ class TfdsSource(RecordSource):
   """A split of a prepared tfds dataset, read from its ArrayRecord files."""
 
   def __init__(self, b: tfds.core.DatasetBuilder, split: str):
-    if split not in b.info.splits:
-      raise ValueError(f'split={split!r}: {b.info.full_name} has splits {list(b.info.splits)}.')
     self._source = b.as_data_source(split=split,
                                     deserialize_method=tfds_decode.DeserializeMethod.RAW_BYTES)
     self.num_examples = len(self._source)

@@ -158,9 +158,14 @@ class TinyImagenet(builder_base.Builder):
       raise ValueError(f'{path}: wnids.txt differs from the official Tiny-ImageNet-200 list '
                        '(class index = line of the official wnids.txt).')
     return {
-        'train': self._generate_train(archive),
-        'validation': self._generate_val(archive),
+        'train': self._generate_examples(archive, 'train'),
+        'validation': self._generate_examples(archive, 'validation'),
     }
+
+  def _generate_examples(self, archive: _Archive, split: str):
+    if split == 'train':
+      return self._generate_train(archive)
+    return self._generate_val(archive)
 
   def _generate_train(self, archive: _Archive):
     for wnid in WNIDS:
