@@ -38,12 +38,14 @@ class Cifar100CorruptedConfig(tfds.core.BuilderConfig):
     self.severity = severity
 
 
-def find_source(manual_dir: str | None) -> str | None:
-  """The folder holding the .npy files, or the tar, inside manual_dir; None if absent."""
+def find_source(manual_dir: str | None, corruption: str | None = None) -> str | None:
+  """The folder holding the .npy files (`<corruption>.npy` too, if given), or the tar, inside
+  manual_dir; None if absent."""
   if not manual_dir or not os.path.isdir(manual_dir):
     return None
+  needed = ['labels.npy'] + ([f'{corruption}.npy'] if corruption else [])
   for candidate in (os.path.join(manual_dir, FOLDER_NAME), manual_dir):
-    if os.path.exists(os.path.join(candidate, 'labels.npy')):
+    if all(os.path.exists(os.path.join(candidate, f)) for f in needed):
       return candidate
   tar = os.path.join(manual_dir, TAR_NAME)
   return tar if os.path.exists(tar) else None
@@ -87,7 +89,8 @@ class Cifar100Corrupted(builder_base.Builder):
       manual_dir = str(dl_manager.manual_dir)
     except Exception:  # pylint: disable=broad-except
       manual_dir = None  # tfds asserts when the manual dir does not exist
-    path = find_source(manual_dir) or str(dl_manager.download(URL))
+    path = (find_source(manual_dir, self.builder_config.corruption)
+            or str(dl_manager.download(URL)))
     return {'test': self._generate_examples(path)}
 
   def _generate_examples(self, path: str):

@@ -62,11 +62,13 @@ def builder(tfds_name: str, data_dir: str | None = None) -> tfds.core.DatasetBui
   return tfds.builder(tfds_name, data_dir=data_dir, try_gcs=False)
 
 
-def _manual_source(base: str, manual_dir: str) -> str | None:
+def _manual_source(tfds_name: str, manual_dir: str) -> str | None:
+  """The manually placed source files of a custom builder, if present."""
+  base, _, config = tfds_name.partition('/')
   if base == 'tiny_imagenet':
     return tiny_imagenet.find_source(manual_dir)
   if base == 'cifar100_corrupted':
-    return cifar100_corrupted.find_source(manual_dir)
+    return cifar100_corrupted.find_source(manual_dir, config.rpartition('_')[0] or None)
   return None
 
 
@@ -104,7 +106,7 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     if _prepared_format(b) == 'tfrecord':
       _convert_to_array_record(b)
     elif not b.is_prepared():
-      if not download and _manual_source(tfds_name.partition('/')[0], manual_dir) is None \
+      if not download and _manual_source(tfds_name, manual_dir) is None \
           and tfds_name != 'digits':
         raise DatasetNotFoundError(missing_message(tfds_name, data_dir))
       logging.info('Preparing %s in %s (ArrayRecord)...', tfds_name, b.data_dir)
@@ -146,10 +148,11 @@ def missing_message(tfds_name: str, data_dir: str | None) -> str:
             '--manual_dir=<folder holding it>); storm_jax also prepares it on first use once '
             'the file is there.')
   if base == 'cifar100_corrupted':
+    corruption = tfds_name.partition('/')[2].rpartition('_')[0] or '<corruption>'
     return (f'{head} Place {cifar100_corrupted.TAR_NAME} ({cifar100_corrupted.URL}) or its '
-            f'extracted {cifar100_corrupted.FOLDER_NAME}/ folder (<corruption>.npy + labels.npy) '
-            f'in {manual}/ and run `{cmd}`; storm_jax also prepares it on first use once the '
-            'files are there.')
+            f'extracted {cifar100_corrupted.FOLDER_NAME}/ folder (with {corruption}.npy and '
+            f'labels.npy) in {manual}/ and run `{cmd}`; storm_jax also prepares it on first '
+            'use once the files are there.')
   if base == 'imagenet2012':
     return (f'{head} Place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
             f'https://image-net.org/download-images) in {manual}/ and run `{cmd}`.')
@@ -178,7 +181,7 @@ def open_split(tfds_name: str, split: str, data_dir: str | None) -> 'RecordSourc
         f'Run `{_PREPARE_CMD.format(name=tfds_name, data_dir=default_data_dir(data_dir))}` '
         'to add an ArrayRecord copy.')
   if fmt is None:
-    if base == 'digits' or _manual_source(base, default_manual_dir(data_dir)) is not None:
+    if base == 'digits' or _manual_source(tfds_name, default_manual_dir(data_dir)) is not None:
       prepare(tfds_name, data_dir=data_dir, download=False)
       b = builder(tfds_name, data_dir)
     else:
