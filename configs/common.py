@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0         # 0 = evaluate only at the end.
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
+  config.halt_after_step = -1         # Save and stop after this step, as if preempted.
   config.preview_images = 16          # Images in mixed_batch.png (0 = no preview).
   config.progress_bar = True
   config.tensorboard = True
@@ -113,6 +114,5 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.preview_images = 4
   config.progress_bar = False
   config.optim.warmup_epochs = 0.0
-  if config.model.name != 'cnn_small':
-    config.model.kwargs.width = 4
+  config.model.kwargs.width = 8 if config.model.name == 'cnn_small' else 4
   return config

@@ -84,15 +84,28 @@ class TrainState(train_state.TrainState):
 
 
 def _opt(value: Any) -> Any:
-  """Config fields use '' / 0 / -1 for 'not set' (ml_collections cannot override None)."""
-  return None if value in ('', None) else value
+  """Config fields use '' / 0 for 'not set' (ml_collections cannot override None)."""
+  return None if value is None or value == '' or value == 0 else value
+
+
+def dataset_info(config: ml_collections.ConfigDict):
+  """`data.get_info` for `config.dataset` (image_size override and prepared split sizes).
+
+  Raises:
+    ValueError: unknown dataset or bad image size, naming the config field.
+  """
+  try:
+    return data.get_info(config.dataset.name, data_dir=_opt(config.dataset.data_dir),
+                         image_size=_opt(config.dataset.image_size))
+  except ValueError as e:
+    raise ValueError(f'dataset.name={config.dataset.name!r} / dataset.image_size='
+                     f'{config.dataset.image_size!r}: {e}') from e
 
 
 def image_shape(config: ml_collections.ConfigDict, info: Any) -> tuple[int, int, int]:
-  """(H, W, C) of the images the model sees (config.dataset.image_size overrides)."""
-  h, w, c = info.image_shape
-  size = int(config.dataset.get('image_size', 0) or 0)
-  return (size, size, c) if size else (h, w, c)
+  """(H, W, C) of the images the model sees (`info` from `dataset_info`)."""
+  del config
+  return tuple(info.image_shape)
 
 
 def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
@@ -145,9 +158,6 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   """
   device_count = jax.device_count() if device_count is None else device_count
   process_count = jax.process_count() if process_count is None else process_count
-  _check(config.dataset.name in data.names() or str(config.dataset.name).startswith(
-      'image_folder:'), 'dataset.name', config.dataset.name,
-         f'is not a known dataset; known: {", ".join(data.names())}.')
   _check(config.model.name in models.names(), 'model.name', config.model.name,
          f'is not a known model; known: {", ".join(models.names())}.')
   _check(config.mix.name in mixing.names(), 'mix.name', config.mix.name,
@@ -190,7 +200,7 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
          config.mix.get('off_last_epochs'), 'must be >= 0.')
 
   mixer = build_mixer(config)  # Raises ValueError for bad hyper-parameters.
-  info = data.get_info(config.dataset.name)
+  info = dataset_info(config)  # Raises ValueError for an unknown dataset.
   h, w, _ = image_shape(config, info)
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
     for p in mixer.hparams['grid_sizes']:
@@ -297,7 +307,7 @@ def create_train_state(config: ml_collections.ConfigDict, model, key: jax.Array,
     input_shape: (H, W, C); default from the dataset info.
   """
   if tx is None or input_shape is None:
-    info = data.get_info(config.dataset.name)
+    info = dataset_info(config)
     input_shape = input_shape or image_shape(config, info)
     if tx is None:
       tx, _ = make_optimizer(config, steps_per_epoch(config, info), total_steps(config, info))
@@ -588,7 +598,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   t_start = time.time()
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  info = data.get_info(config.dataset.name)
+  info = dataset_info(config)
   mesh = make_mesh()
   model = build_model(config, info.num_classes)
   mixer = build_mixer(config)
@@ -675,8 +685,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if config.eval_every_steps and done % config.eval_every_steps == 0 and done < num_steps:
         eval_metrics = run_eval(done)
       ckpt.maybe_save(done, state)
-      if sigterm.set:
-        stopped_early = True
+      if sigterm.set or done == config.get('halt_after_step', -1):
+        stopped_early = True  # Preempted (or told to halt): save below and leave.
         break
   jax.block_until_ready(state)
   train_time = (time.time() - t_steady) if t_steady is not None else 0.0
@@ -732,7 +742,7 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str):
   Returns:
     (model, variables {'params', 'batch_stats'}, dataset info).
   """
-  info = data.get_info(config.dataset.name)
+  info = dataset_info(config)
   model = build_model(config, info.num_classes)
   mesh = make_mesh()
   state = create_train_state(config, model, jax.random.key(config.seed), mesh,

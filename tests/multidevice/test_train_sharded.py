@@ -1,0 +1,141 @@
+"""8 simulated CPU devices: the sharded train step, per-device mixing, cross-mesh restore.
+
+Run through tests/test_multidevice.py (it sets XLA_FLAGS before JAX starts).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pathlib
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from storm_jax import checkpointing
+from storm_jax import data
+from storm_jax import train
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+
+
+def smoke_config(mix_name, hparams, **overrides):
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+  spec = importlib.util.spec_from_file_location('_cfg_digits', ROOT / 'configs' /
+                                                'digits_storm.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('smoke')
+  config.mix.name = mix_name
+  config.mix.hparams = hparams
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+def setup(config, devices):
+  info = train.dataset_info(config)
+  mesh = train.make_mesh(devices)
+  model = train.build_model(config, info.num_classes)
+  tx, lr_fn = train.make_optimizer(config, train.steps_per_epoch(config, info),
+                                   train.total_steps(config, info))
+  state = train.create_train_state(config, model, jax.random.key(0), mesh, tx=tx,
+                                   input_shape=info.image_shape)
+  ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  step, _, _, batch_sharding = train._compile_steps(ctx, config, state_sharding, mesh)
+  return state, ctx, step, batch_sharding
+
+
+def batches(n, b=16):
+  it = data.train_iterator('digits', global_batch_size=b, seed=0)
+  return [next(it) for _ in range(n)]
+
+
+def test_mesh_is_data_axis_auto():
+  mesh = train.make_mesh()
+  assert mesh.axis_names == ('data',) and mesh.shape['data'] == 8
+  assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
+
+
+@pytest.mark.parametrize('mix_name,hparams', [('mixup', {'alpha': 1.0}),
+                                              ('storm', {'k': 2, 'beta': 1.0})])
+def test_sharded_step_equals_single_device_step_global_scope(mix_name, hparams):
+  config = smoke_config(mix_name, hparams, **{'mix.scope': 'global'})
+  key = jax.random.key(0)
+  results = {}
+  for n in (8, 1):
+    state, _, step, sharding = setup(config, jax.devices()[:n])
+    losses = []
+    for batch in batches(3):
+      state, metrics = step(state, train._to_global(batch, sharding), key)
+      losses.append(float(metrics['loss']))
+    results[n] = (losses, jax.device_get(state.params), jax.device_get(state.batch_stats))
+  assert len(state.params['head']['kernel'].sharding.device_set) == 1
+  np.testing.assert_allclose(results[8][0], results[1][0], rtol=2e-5)
+  chex.assert_trees_all_close(results[8][1], results[1][1], rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(results[8][2], results[1][2], rtol=1e-4, atol=1e-6)
+
+
+def test_device_scope_mixes_within_each_shard_with_its_own_draws():
+  config = smoke_config('mixup', {'alpha': 1.0}, **{'mix.scope': 'device'})
+  state, ctx, _, sharding = setup(config, jax.devices())
+  batch = batches(1, b=64)[0]
+  fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
+  out = jax.device_get(fn(state, train._to_global(batch, sharding), jax.random.key(3)))
+  y_mix, labels = out['y_mix'], batch['label']
+  lams = []
+  for d in range(8):
+    rows = slice(8 * d, 8 * d + 8)
+    shard_classes = set(labels[rows].tolist())
+    for row, label in zip(y_mix[rows], labels[rows]):
+      assert set(np.flatnonzero(row > 1e-6).tolist()) <= shard_classes  # Partner in shard.
+      lams.append(max(row[label], 1 - row[label]))
+    del row
+  per_shard = [set(np.round(lams[8 * d:8 * d + 8], 5)) for d in range(8)]
+  # Each shard draws its own lambda: not all shards share one value.
+  assert len(set().union(*per_shard)) > 2
+
+
+def test_device_scope_step_runs_and_is_deterministic():
+  config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.scope': 'device'})
+  out = []
+  for _ in range(2):
+    state, _, step, sharding = setup(config, jax.devices())
+    state, metrics = step(state, train._to_global(batches(1)[0], sharding), jax.random.key(0))
+    out.append((float(metrics['loss']), jax.device_get(state.params)))
+  assert np.isfinite(out[0][0]) and out[0][0] == out[1][0]
+  chex.assert_trees_all_equal(out[0][1], out[1][1])
+
+
+def test_checkpoint_from_8_devices_restores_onto_1_device_mesh(tmp_path):
+  config = smoke_config('mixup', {'alpha': 1.0})
+  state8, _, step, sharding = setup(config, jax.devices())
+  state8, _ = step(state8, train._to_global(batches(1)[0], sharding), jax.random.key(0))
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  ckpt.save(1, state8)
+  ckpt.wait()
+  state1, _, _, _ = setup(config, jax.devices()[:1])
+  restored = ckpt.restore(state1)
+  ckpt.close()
+  assert int(restored.step) == 1
+  for leaf in jax.tree.leaves(restored):
+    assert leaf.sharding.device_set == {jax.devices()[0]}
+  chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state8.params))
+  chex.assert_trees_all_equal(jax.device_get(restored.opt_state),
+                              jax.device_get(state8.opt_state))
+
+
+def test_batch_not_divisible_by_devices_is_rejected():
+  config = smoke_config('mixup', {'alpha': 1.0}, batch_size=12)
+  with pytest.raises(ValueError, match='batch_size=12'):
+    train.validate_config(config)

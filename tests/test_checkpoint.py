@@ -1,0 +1,136 @@
+"""Checkpoint tests: resume equivalence in new processes, cross-device restore, mismatches."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from storm_jax import checkpointing
+from storm_jax import train
+from storm_jax.utils import metric_writers
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _env(devices: int = 1) -> dict[str, str]:
+  env = dict(os.environ)
+  env['JAX_PLATFORMS'] = 'cpu'
+  flags = [f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f]
+  if devices > 1:
+    flags.append(f'--xla_force_host_platform_device_count={devices}')
+  env['XLA_FLAGS'] = ' '.join(flags)
+  return env
+
+
+def _main(workdir, *overrides: str) -> dict:
+  """Runs `python -m storm_jax.main` on the digits smoke config in a new process."""
+  cmd = [sys.executable, '-m', 'storm_jax.main', '--config=configs/digits_storm.py:smoke',
+         f'--workdir={workdir}', '--config.preview_images=0', '--config.tensorboard=False',
+         '--config.num_train_steps=4', '--config.log_every_steps=1',
+         '--config.checkpoint_every_steps=0', *overrides]
+  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  summary = proc.stdout[proc.stdout.index('Summary: ') + len('Summary: '):]
+  return json.loads(summary)
+
+
+def _load_digits_config():
+  sys.path.insert(0, str(ROOT))
+  from configs import digits_storm  # pylint: disable=g-import-not-at-top
+  return digits_storm.get_config('smoke')
+
+
+def test_resume_in_a_new_process_is_bit_exact(tmp_path):
+  """4 steps straight == 2 steps, halt, resume in a new process to 4 (StoRM: mixing draws)."""
+  straight = _main(tmp_path / 'straight')
+  halted = _main(tmp_path / 'resumed', '--config.halt_after_step=2')
+  assert halted['stopped_early'] and halted['step'] == 2
+  resumed = _main(tmp_path / 'resumed')
+  assert resumed['step'] == straight['step'] == 4
+  for key in ('eval_accuracy', 'eval_top5_accuracy', 'eval_nll', 'train_loss'):
+    assert resumed[key] == straight[key], key
+  rows = {d: [r for r in metric_writers.read_jsonl(str(tmp_path / d / 'metrics.jsonl'))
+              if 'train_loss' in r] for d in ('straight', 'resumed')}
+  assert [r['step'] for r in rows['resumed']] == [1, 2, 3, 4]
+  assert rows['resumed'] == rows['straight'] or all(
+      a['train_loss'] == b['train_loss'] and a['train_l2_grads'] == b['train_l2_grads']
+      for a, b in zip(rows['resumed'], rows['straight']))
+  config = _load_digits_config()
+  _, v_straight, _ = train.restore_for_eval(config, str(tmp_path / 'straight'))
+  _, v_resumed, _ = train.restore_for_eval(config, str(tmp_path / 'resumed'))
+  for a, b in zip(jax.tree.leaves(v_straight), jax.tree.leaves(v_resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+_SAVE_ON_8 = textwrap.dedent('''
+    import sys, jax
+    sys.path.insert(0, '.')
+    from configs import digits_storm
+    from storm_jax import checkpointing, train
+    assert jax.device_count() == 8, jax.device_count()
+    config = digits_storm.get_config('smoke')
+    info = train.dataset_info(config)
+    mesh = train.make_mesh()
+    state = train.create_train_state(config, train.build_model(config, info.num_classes),
+                                     jax.random.key(1), mesh)
+    ckpt = checkpointing.Checkpointer(sys.argv[1] + '/checkpoints')
+    ckpt.save(0, state)
+    ckpt.close()
+''')
+
+
+def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
+  proc = subprocess.run([sys.executable, '-c', _SAVE_ON_8, str(tmp_path)], cwd=ROOT,
+                        env=_env(devices=8), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  assert jax.device_count() == 1
+  config = _load_digits_config()
+  _, variables, _ = train.restore_for_eval(config, str(tmp_path))
+  # Same init key on one device: identical values.
+  info = train.dataset_info(config)
+  state = train.create_train_state(config, train.build_model(config, info.num_classes),
+                                   jax.random.key(1), train.make_mesh())
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(
+      {'params': state.params, 'batch_stats': state.batch_stats})):
+    assert len(a.sharding.device_set) == 1
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_mismatched_dtype_or_structure_raises(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+  tree = {'w': jnp.ones((2, 3), jnp.float32), 'opt': (jnp.zeros(3), {'n': jnp.int32(4)})}
+  ckpt.save(5, tree)
+  ckpt.wait()
+  restored = ckpt.restore(tree)
+  for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == b.dtype
+  with pytest.raises(ValueError, match=r'w.*float32.*bfloat16'):
+    ckpt.restore({**tree, 'w': jnp.ones((2, 3), jnp.bfloat16)})
+  with pytest.raises(ValueError, match=r'w.*\[2, 3\].*\[3, 2\]'):
+    ckpt.restore({**tree, 'w': jnp.ones((3, 2), jnp.float32)})
+  with pytest.raises(ValueError, match='structure'):
+    ckpt.restore({**tree, 'extra': jnp.ones(2)})
+  with pytest.raises(FileNotFoundError):
+    checkpointing.Checkpointer(str(tmp_path / 'empty')).restore(tree)
+  ckpt.close()
+
+
+def test_async_save_is_complete_after_close(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), every_steps=2, keep=2)
+  tree = {'w': jnp.arange(1000.0)}
+  for step in range(1, 7):
+    ckpt.maybe_save(step, jax.tree.map(lambda x, s=step: x + s, tree))
+  ckpt.close()
+  reopened = checkpointing.Checkpointer(str(tmp_path))
+  assert reopened.all_steps() == [4, 6]  # keep=2
+  np.testing.assert_array_equal(reopened.restore(tree)['w'], np.arange(1000.0) + 6)

@@ -1,0 +1,357 @@
+"""Tests of the train step, the objectives, evaluation and the loop (storm_jax.train).
+
+Unit tests drive `train.train_step` / `train.eval_step` directly on the bundled digits with a
+tiny CNN (seconds to compile); the end-to-end tests run `train_and_evaluate` on the smoke
+config of `configs/digits_storm.py`, one per method family.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import pathlib
+import signal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from storm_jax import data
+from storm_jax import mixing
+from storm_jax import train
+from storm_jax.utils import metric_writers
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_config(name: str, arg: str = ''):
+  """Loads configs/<name>.py and calls get_config(arg), as --config=configs/<name>.py:<arg>."""
+  import sys  # pylint: disable=g-import-not-at-top
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # The config files import `configs.common`.
+  spec = importlib.util.spec_from_file_location(f'_cfg_{name}', ROOT / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def smoke_config(mix_name: str = 'none', hparams: dict | None = None, **overrides):
+  config = load_config('digits_storm', 'smoke')
+  config.mix.name = mix_name
+  config.mix.hparams = dict(hparams or {})
+  config.preview_images = 0
+  config.tensorboard = False
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+def setup_step(config, mesh=None):
+  """(state, ctx, jitted step) for `config` on `mesh` (default: all devices)."""
+  info = train.dataset_info(config)
+  mesh = mesh or train.make_mesh()
+  model = train.build_model(config, info.num_classes)
+  spe, n = train.steps_per_epoch(config, info), train.total_steps(config, info)
+  tx, lr_fn = train.make_optimizer(config, spe, n)
+  state = train.create_train_state(config, model, jax.random.key(config.seed), mesh, tx=tx,
+                                   input_shape=info.image_shape)
+  ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)
+  return state, ctx
+
+
+def digits_batch(b: int = 16, start_step: int = 0):
+  it = data.train_iterator('digits', global_batch_size=b, seed=0, start_step=start_step)
+  return {k: jnp.asarray(v) for k, v in next(it).items()}
+
+
+def forward(ctx, params, batch_stats, x):
+  return ctx.model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                         mutable=['batch_stats'])
+
+
+# --------------------------------------------------------------------------------------
+# Objectives, label smoothing, the mixing switch.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('mix_name,hparams', [('none', {}), ('mixup', {'alpha': 1.0})])
+def test_label_smoothing_applied_exactly_once(mix_name, hparams):
+  config = smoke_config(mix_name, hparams, label_smoothing=0.1)
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+  out = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, jax.random.key(1))
+  y_mix, y_clean = np.asarray(out['y_mix']), np.asarray(out['y_clean'])
+  np.testing.assert_allclose(y_mix.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(y_clean.sum(-1), 1.0, rtol=1e-6)
+  # Clean labels: on = 1 - eps + eps/N, off = eps/N (once, not twice).
+  labels = np.asarray(batch['label'])
+  np.testing.assert_allclose(y_clean[np.arange(16), labels], 0.9 + 0.01, rtol=1e-6)
+  np.testing.assert_allclose(np.sort(y_clean, -1)[:, :-1], 0.01, rtol=1e-5)
+  # Mixed labels: a class absent from both partners gets exactly eps/N.
+  assert np.isclose(y_mix.min(), 0.01, rtol=1e-5)
+  assert (y_mix >= 0.01 - 1e-6).all()
+
+
+def test_mixing_off_boundary_does_not_retrace():
+  config = smoke_config('mixup', {'alpha': 1.0}, **{'mix.off_after_step': 2,
+                                                     'num_train_steps': 4})
+  state, ctx = setup_step(config)
+  def step_fn(state, batch, key):
+    return train.train_step(state, batch, key, ctx=ctx)
+
+  step = jax.jit(chex.assert_max_traces(step_fn, n=1))
+  key = jax.random.key(3)
+  mix_on = []
+  for i in range(4):
+    batch = digits_batch(start_step=i)
+    if i == 3:  # Mixing is off: the loss is the plain clean cross-entropy.
+      logits, _ = forward(ctx, state.params, state.batch_stats,
+                          train.normalize(batch['image'], ctx.mean, ctx.std))
+      want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']))
+    state, metrics = step(state, batch, key)
+    mix_on.append(float(metrics['mix_on']))
+  assert mix_on == [1.0, 1.0, 0.0, 0.0]
+  np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
+
+
+def test_mix_off_step_from_epochs():
+  config = smoke_config(**{'num_train_steps': -1, 'num_epochs': 10.0, 'mix.off_last_epochs': 2})
+  info = train.dataset_info(config)
+  spe = train.steps_per_epoch(config, info)
+  assert train.mix_off_step(config, info) == 8 * spe
+  config.mix.off_last_epochs = 0
+  assert train.mix_off_step(config, info) == train.total_steps(config, info) == 10 * spe
+
+
+@pytest.mark.parametrize('single_pass', [False, True])
+def test_clean_term_objective(single_pass):
+  """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix), batch-norm statistics chained."""
+  config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.single_pass': single_pass})
+  state, ctx = setup_step(config)
+  assert ctx.mixer.clean_loss_weight == 1.0
+  batch = digits_batch()
+  key = jax.random.key(5)
+  step_key = jax.random.split(jax.random.fold_in(key, state.step), 1)[0]
+  inputs = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, step_key)
+  if single_pass:
+    logits, upd = forward(ctx, state.params, state.batch_stats,
+                          jnp.concatenate([inputs['x'], inputs['x_mix']]))
+    logits_clean, logits_mix = logits[:16], logits[16:]
+  else:
+    logits_clean, upd = forward(ctx, state.params, state.batch_stats, inputs['x'])
+    logits_mix, upd = forward(ctx, state.params, upd['batch_stats'], inputs['x_mix'])
+  want = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean, inputs['y_clean'],
+                                clean_weight=1.0)
+  want_stats = upd['batch_stats']
+  new_state, metrics = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, batch, key)
+  np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
+  chex.assert_trees_all_close(new_state.batch_stats, want_stats, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(inputs['x_mix'], inputs['x'])  # It really mixed.
+
+
+@pytest.mark.parametrize('keep', [True, False])
+def test_rmix_saliency_pass_batch_stats(keep):
+  """R-Mix: the saliency pass's batch-norm update is kept (reference) or discarded."""
+  config = smoke_config('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)}, **{
+      'mix.saliency_batch_stats': 'keep' if keep else 'discard'})
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+  key = jax.random.key(7)
+  step_key = jax.random.split(jax.random.fold_in(key, state.step), 1)[0]
+  inputs = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, step_key)
+  _, upd_clean = forward(ctx, state.params, state.batch_stats, inputs['x'])
+  start = upd_clean['batch_stats'] if keep else state.batch_stats
+  chex.assert_trees_all_close(inputs['batch_stats'], start, rtol=1e-6, atol=1e-7)
+  _, upd = forward(ctx, state.params, start, inputs['x_mix'])
+  new_state, metrics = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, batch, key)
+  chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
+  assert np.isfinite(metrics['loss'])
+
+
+def test_rmix_no_gradient_through_mask():
+  config = smoke_config('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)})
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+
+  def mixed_sum(params):
+    s = state.replace(params=params)
+    out = train.mixed_inputs(ctx, s, batch, jax.random.key(2))
+    return jnp.sum(out['x_mix']) + jnp.sum(out['y_mix'])
+
+  grads = jax.grad(mixed_sum)(state.params)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_multimix_trains_on_k_times_b():
+  config = smoke_config('multimix', {'base': 'mixup', 'K': 3, 'alpha': 1.0})
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+  out = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, jax.random.key(1))
+  assert out['x_mix'].shape == (48, 8, 8, 1) and out['y_mix'].shape == (48, 10)
+  _, metrics = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, batch,
+                                                                    jax.random.key(1))
+  assert np.isfinite(metrics['loss'])
+
+
+def test_step_keys_differ_per_step_and_replay():
+  """fold_in(key, step): different draws per step, identical draws for the same step."""
+  config = smoke_config('mixup', {'alpha': 1.0})
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+  fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
+  a = fn(state, batch, jax.random.fold_in(jax.random.key(0), 0))['x_mix']
+  b = fn(state, batch, jax.random.fold_in(jax.random.key(0), 0))['x_mix']
+  c = fn(state, batch, jax.random.fold_in(jax.random.key(0), 1))['x_mix']
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+# --------------------------------------------------------------------------------------
+# Optimiser and schedules.
+# --------------------------------------------------------------------------------------
+
+
+def test_multistep_warmup_cosine_schedules():
+  config = smoke_config(**{'optim.schedule': 'multistep', 'optim.milestones': (2, 4),
+                           'optim.lr': 0.2, 'optim.gamma': 0.1})
+  lr, _ = train.make_schedules(config, spe=10, num_steps=60)
+  np.testing.assert_allclose([lr(0), lr(19), lr(20), lr(39), lr(40), lr(59)],
+                             [0.2, 0.2, 0.02, 0.02, 0.002, 0.002], rtol=1e-6)
+  config.optim.warmup_epochs = 1.0
+  lr, _ = train.make_schedules(config, spe=10, num_steps=60)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(19), lr(20)],
+                             [0.0, 0.1, 0.2, 0.2, 0.02], rtol=1e-6, atol=1e-9)
+  config.optim.warmup_epochs = 0.0
+  config.optim.schedule = 'cosine'
+  lr, _ = train.make_schedules(config, spe=10, num_steps=100)
+  np.testing.assert_allclose([lr(0), lr(50), lr(100)], [0.2, 0.1, 0.0], atol=1e-6)
+
+
+def test_onecycle_matches_pytorch_endpoints():
+  """R-Mix OneCycle: 3e-3 -> 0.3 at 30 % -> 3e-7; momentum 0.95 -> 0.85 -> 0.95."""
+  config = smoke_config(**{'optim.schedule': 'onecycle', 'optim.lr': 0.3,
+                           'optim.cycle_momentum': True})
+  lr, mom = train.make_schedules(config, spe=10, num_steps=1000)
+  np.testing.assert_allclose([lr(0), lr(300), lr(1000)], [3e-3, 0.3, 3e-7], rtol=1e-4)
+  np.testing.assert_allclose([mom(0), mom(300), mom(1000)], [0.95, 0.85, 0.95], rtol=1e-6)
+  tx, _ = train.make_optimizer(config, 10, 1000)
+  params = {'w': jnp.ones(3)}
+  _, opt_state = tx.update({'w': jnp.ones(3)}, tx.init(params), params)  # Runs.
+  assert opt_state is not None
+
+
+def test_sgd_matches_pytorch_update_rule():
+  """torch.optim.SGD(lr, momentum, nesterov=True, weight_decay): two steps by hand."""
+  config = smoke_config(**{'optim.schedule': 'constant', 'optim.lr': 0.1,
+                           'optim.momentum': 0.9, 'optim.nesterov': True,
+                           'optim.weight_decay': 0.01})
+  tx, _ = train.make_optimizer(config, 10, 100)
+  p = jnp.array([1.0, -2.0])
+  opt_state = tx.init(p)
+  want_p, buf = np.array([1.0, -2.0]), np.zeros(2)
+  for g in (jnp.array([0.5, 0.25]), jnp.array([-1.0, 2.0])):
+    updates, opt_state = tx.update(g, opt_state, p)
+    p = optax.apply_updates(p, updates)
+    d = np.asarray(g) + 0.01 * want_p
+    buf = 0.9 * buf + d
+    want_p = want_p - 0.1 * (d + 0.9 * buf)
+  np.testing.assert_allclose(p, want_p, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation.
+# --------------------------------------------------------------------------------------
+
+
+def test_eval_is_exact_and_independent_of_batch_size():
+  config = smoke_config('storm', {'k': 2, 'beta': 1.0})
+  state, ctx = setup_step(config)
+  state, _ = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, digits_batch(),
+                                                                  jax.random.key(0))
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  info = train.dataset_info(config)
+  sharding = jax.sharding.NamedSharding(ctx.mesh, jax.sharding.PartitionSpec('data'))
+  eval_fn = jax.jit(functools.partial(train.eval_step, ctx=ctx))
+  results = []
+  for bs in (7, 64, 296, 500):
+    config.eval_batch_size = bs
+    results.append(train.evaluate(eval_fn, variables, config, sharding))
+  # Reference: every eval image, unmixed, in one forward pass.
+  batches = list(data.eval_iterator('digits', global_batch_size=1000))
+  images = np.concatenate([b['image'][b['mask']] for b in batches])
+  labels = np.concatenate([b['label'][b['mask']] for b in batches])
+  logits = ctx.model.apply(variables, train.normalize(images, ctx.mean, ctx.std), train=False)
+  acc = float(np.mean(np.argmax(logits, -1) == labels))
+  nll = float(np.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels)))
+  for r in results:
+    assert r['num_examples'] == info.num_eval == len(labels)
+    assert r['accuracy'] == pytest.approx(acc, abs=1e-9)
+    assert r['nll'] == pytest.approx(nll, rel=1e-5)
+    assert r['top5_accuracy'] >= r['accuracy']
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path):
+  writer = metric_writers.MetricWriter(str(tmp_path), tensorboard=False)
+  pending = [(11, {'loss': jnp.float32(2.0)}), (12, {'loss': jnp.float32(np.nan)}),
+             (13, {'loss': jnp.float32(np.inf)})]
+  with pytest.raises(FloatingPointError, match='at step 12'):
+    train._flush_train_metrics(pending, writer, None, 0, None)
+
+
+# --------------------------------------------------------------------------------------
+# End to end, one per method family: train, checkpoint, resume.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('mix_name,hparams', [
+    ('none', {}),                                          # vanilla
+    ('cutmix', {'alpha': 1.0}),                            # two-image mixing
+    ('storm', {'k': 2, 'beta': 1.0}),                      # + clean CE term
+    ('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)}),        # + saliency pass
+    ('multimix', {'base': 'mixup', 'K': 2, 'alpha': 1.0}),  # K*B samples
+])
+def test_end_to_end_train_checkpoint_resume(tmp_path, mix_name, hparams):
+  workdir = str(tmp_path / 'run')
+  config = smoke_config(mix_name, hparams, num_train_steps=3, checkpoint_every_steps=2,
+                        log_every_steps=1, preview_images=4 if mix_name == 'storm' else 0)
+  first = train.train_and_evaluate(config, workdir)
+  assert first['step'] == 3 and not first['stopped_early']
+  assert 0.0 <= first['eval_accuracy'] <= 1.0 and np.isfinite(first['eval_nll'])
+  assert first['eval_num_examples'] == train.dataset_info(config).num_eval
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  assert sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) == [2, 3]
+  if mix_name == 'storm':
+    assert os.path.getsize(os.path.join(workdir, 'mixed_batch.png')) > 1000
+  # Resume: a longer run continues from step 3 instead of starting over.
+  config.num_train_steps = 4
+  second = train.train_and_evaluate(config, workdir)
+  assert second['step'] == 4
+  rows = metric_writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  train_steps = [r['step'] for r in rows if 'train_loss' in r]
+  assert train_steps == [1, 2, 3, 4]  # No step replayed, none skipped.
+
+
+def test_sigterm_saves_and_stops(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  config = smoke_config('mixup', {'alpha': 1.0}, num_train_steps=50, checkpoint_every_steps=0)
+  real = data.train_iterator
+
+  def preempted(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == 3:
+        os.kill(os.getpid(), signal.SIGTERM)  # Delivered while the loop runs.
+      yield batch
+
+  monkeypatch.setattr(train.data, 'train_iterator', preempted)
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary['stopped_early'] and summary['step'] < 50
+  steps = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()]
+  assert steps == [summary['step']]
