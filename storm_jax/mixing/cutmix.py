@@ -100,7 +100,7 @@ def box_mask(box: Box, height: int, width: int) -> jax.Array:
 
 
 def box_fraction(box: Box, height: int, width: int) -> jax.Array:
-  """Box area as a fraction of the image, float32 `[...]` (exactly `mean(box_mask(box))`)."""
+  """Box area as a fraction of the image: float32 `[...]`, `area / (H W)` correctly rounded."""
   y1, y2, x1, x2 = box
   area = (y2 - y1) * (x2 - x1)
   return area.astype(jnp.float32) / jnp.float32(height * width)
