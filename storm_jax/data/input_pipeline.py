@@ -102,8 +102,15 @@ def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
 
-def _fit(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
-  """Resizes to (height, width) only when the image is not already that size."""
+def _fit(image: tf.Tensor, height: int, width: int,
+         stored_hw: tuple[int, int] | None = None) -> tf.Tensor:
+  """Resizes to (height, width) only when the image is not already that size.
+
+  `stored_hw` is the size every stored image has (tfds' static feature shape), if known: then
+  the check happens at graph-construction time and costs nothing per example.
+  """
+  if stored_hw is not None and tuple(stored_hw) == (height, width):
+    return tf.ensure_shape(image, [height, width, image.shape[-1]])
   shape = tf.shape(image)
   same = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
   image = tf.cond(same, lambda: image, lambda: _resize(image, height, width))
@@ -158,7 +165,8 @@ def _resize_centre_crop(image: tf.Tensor, size_h: int, size_w: int,
 
 
 def train_transform(image_bytes: tf.Tensor, seed: tf.Tensor, *, augment: str,
-                    image_shape: tuple[int, int, int], crop_padding: int) -> tf.Tensor:
+                    image_shape: tuple[int, int, int], crop_padding: int,
+                    stored_hw: tuple[int, int] | None = None) -> tf.Tensor:
   """Encoded image -> augmented uint8 [H, W, C].
 
   Args:
@@ -170,6 +178,7 @@ def train_transform(image_bytes: tf.Tensor, seed: tf.Tensor, *, augment: str,
       size than HxW are first resized (except for 'rrc_flip', which resizes the crop).
     image_shape: (H, W, C) of the output.
     crop_padding: pixels of zero padding per side for 'crop_flip'.
+    stored_hw: (height, width) of every stored image, when the dataset fixes it.
 
   Returns:
     uint8 [H, W, C].
@@ -179,7 +188,7 @@ def train_transform(image_bytes: tf.Tensor, seed: tf.Tensor, *, augment: str,
   if augment == 'rrc_flip':
     image = _random_resized_crop(image_bytes, crop_seed, h, w, c)
   else:
-    image = _fit(_decode(image_bytes, c), h, w)
+    image = _fit(_decode(image_bytes, c), h, w, stored_hw)
   if augment == 'crop_flip':
     p = crop_padding
     image = tf.pad(image, [[p, p], [p, p], [0, 0]])
@@ -189,13 +198,14 @@ def train_transform(image_bytes: tf.Tensor, seed: tf.Tensor, *, augment: str,
   return image
 
 
-def eval_transform(image_bytes: tf.Tensor, info: info_lib.DatasetInfo) -> tf.Tensor:
+def eval_transform(image_bytes: tf.Tensor, info: info_lib.DatasetInfo,
+                   stored_hw: tuple[int, int] | None = None) -> tf.Tensor:
   """Encoded image -> uint8 [H, W, C]: resize + centre crop (natural photos) or as is."""
   h, w, c = info.image_shape
   image = _decode(image_bytes, c)
   if info.eval_resize:
     return _resize_centre_crop(image, h, w, info.eval_crop_fraction)
-  return _fit(image, h, w)
+  return _fit(image, h, w, stored_hw)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -254,7 +264,7 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
     image_bytes, label = source.parse(record)
     seed_k = tf.random.experimental.stateless_fold_in(augment_seed, k)
     image = train_transform(image_bytes, seed_k, augment=augment, image_shape=info.image_shape,
-                            crop_padding=info.crop_padding)
+                            crop_padding=info.crop_padding, stored_hw=source.image_hw)
     return {'image': image, 'label': label}
 
   ds = tf.data.Dataset.range(int(start_step) * b, _STREAM_END)
@@ -337,7 +347,7 @@ def make_eval_dataset(name: str, *, global_batch_size: int, split: str | None = 
 
   def example(mask, record):
     image_bytes, label = source.parse(record)
-    image = eval_transform(image_bytes, info)
+    image = eval_transform(image_bytes, info, source.image_hw)
     return {'image': image * tf.cast(mask, tf.uint8), 'label': label * tf.cast(mask, tf.int32),
             'mask': mask}
 

@@ -201,6 +201,7 @@ class RecordSource:
   label, so that decoding (and JPEG crop-while-decoding) stays in tf.data's parallel map.
   """
   num_examples: int
+  image_hw: tuple[int, int] | None = None  # (height, width) of every image, if fixed
 
   def read(self, indices: np.ndarray) -> np.ndarray:
     raise NotImplementedError
@@ -219,6 +220,9 @@ class TfdsSource(RecordSource):
     self._features = b.info.features
     image_key, label_key = b.info.supervised_keys or ('image', 'label')
     self._keys = (image_key, label_key)
+    shape = self._features[image_key].shape
+    if shape[0] is not None and shape[1] is not None:
+      self.image_hw = (int(shape[0]), int(shape[1]))
     # Images stay encoded: the pipeline decodes (and crops) them itself.
     self._decoders = {k: tfds.decode.SkipDecoding() for k, f in self._features.items()
                       if isinstance(f, tfds.features.Image)}
