@@ -300,3 +300,13 @@ def test_corrupted_eval_through_mock_data(tmp_path):
                                     data_dir=str(tmp_path)))
   assert [int(b['mask'].sum()) for b in evals] == [4, 2]
   assert evals[0]['image'].shape == (4, 32, 32, 3)
+
+
+def test_default_data_dir_never_the_working_directory(monkeypatch, tmp_path):
+  from storm_jax.data import sources  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('HOME', str(tmp_path))
+  monkeypatch.setenv('TFDS_DATA_DIR', '')  # empty counts as unset
+  assert sources.default_data_dir(None) == f'{tmp_path}/tensorflow_datasets'
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'x'))
+  assert sources.default_data_dir(None) == str(tmp_path / 'x')
+  assert sources.default_data_dir(str(tmp_path / 'y')) == str(tmp_path / 'y')

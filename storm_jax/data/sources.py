@@ -44,9 +44,9 @@ class DatasetNotFoundError(ValueError):
 
 def default_data_dir(data_dir: str | None) -> str:
   """The tfds data_dir actually used: data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  if data_dir:
-    return os.path.expanduser(data_dir)
-  return os.path.expanduser(os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'))
+  # An empty $TFDS_DATA_DIR counts as unset (tfds would otherwise write to the cwd).
+  return os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
+                            or '~/tensorflow_datasets')
 
 
 def default_manual_dir(data_dir: str | None) -> str:
