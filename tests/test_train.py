@@ -54,15 +54,25 @@ def smoke_config(mix_name: str = 'none', hparams: dict | None = None, **override
   return config
 
 
-def setup_step(config, mesh=None):
-  """(state, ctx, jitted step) for `config` on `mesh` (default: all devices)."""
+_STATES = {}
+
+
+def setup_step(config):
+  """(fresh train state, step context) for `config` on all devices.
+
+  The initial state depends only on the model, optimiser and schedule length: it is built
+  (compiled) once per module and copied, since the train step donates it.
+  """
   info = train.dataset_info(config)
-  mesh = mesh or train.make_mesh()
+  mesh = train.make_mesh()
   model = train.build_model(config, info.num_classes)
   spe, n = train.steps_per_epoch(config, info), train.total_steps(config, info)
   tx, lr_fn = train.make_optimizer(config, spe, n)
-  state = train.create_train_state(config, model, jax.random.key(config.seed), mesh, tx=tx,
-                                   input_shape=info.image_shape)
+  cache_key = (config.model.to_json(), config.optim.to_json(), config.seed, spe, n)
+  if cache_key not in _STATES:
+    _STATES[cache_key] = train.create_train_state(config, model, jax.random.key(config.seed),
+                                                  mesh, tx=tx, input_shape=info.image_shape)
+  state = jax.tree.map(jnp.copy, _STATES[cache_key])
   ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)
   return state, ctx
 
