@@ -310,3 +310,17 @@ def test_default_data_dir_never_the_working_directory(monkeypatch, tmp_path):
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'x'))
   assert sources.default_data_dir(None) == str(tmp_path / 'x')
   assert sources.default_data_dir(str(tmp_path / 'y')) == str(tmp_path / 'y')
+
+
+def test_tfrecord_prepared_dataset_gets_an_array_record_copy(tmp_path):
+  from storm_jax.data import sources  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path)
+  sources.builder('digits', d).download_and_prepare(
+      file_format='tfrecord',
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  with pytest.raises(data.DatasetNotFoundError,
+                     match=f'TFRecord only.*python -m storm_jax.data.prepare digits'):
+    data.eval_iterator('digits', global_batch_size=64, data_dir=d)
+  data.prepare('digits', data_dir=d)
+  batches = list(data.eval_iterator('digits', global_batch_size=64, data_dir=d))
+  assert sum(int(b['mask'].sum()) for b in batches) == 296

@@ -15,6 +15,8 @@ prepared on first use.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
 
 from absl import logging
@@ -128,11 +130,35 @@ def _prepared_format(b: tfds.core.DatasetBuilder) -> str | None:
 
 
 def _convert_to_array_record(b: tfds.core.DatasetBuilder) -> None:
-  from tensorflow_datasets.scripts.cli import convert_format_utils  # pylint: disable=g-import-not-at-top
-  logging.info('Converting %s to ArrayRecord next to its TFRecord files...', b.data_dir)
-  convert_format_utils.convert_dataset(
-      out_dir=None, out_file_format='array_record', dataset_version_dir=[str(b.data_dir)],
-      num_workers=1)
+  """Writes an ArrayRecord copy of every TFRecord shard and records it in dataset_info.json.
+
+  What `tfds convert_format` does (same file names and shard lengths), without its Apache
+  Beam dependency (which tfds 4.9.10 imports unconditionally there).
+  """
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  root = str(b.data_dir)
+  logging.info('Writing an ArrayRecord copy of %s next to its TFRecord files...', root)
+  for path in sorted(glob.glob(os.path.join(root, '*.tfrecord-*'))):
+    out = path.replace('.tfrecord-', '.array_record-')
+    if os.path.exists(out):
+      continue
+    writer = array_record_module.ArrayRecordWriter(out + '.incomplete', 'group_size:1')
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      writer.write(record)
+    writer.close()
+    os.replace(out + '.incomplete', out)
+  info_path = os.path.join(root, 'dataset_info.json')
+  with open(info_path) as f:
+    info = json.load(f)
+  # tfds builders restore `fileFormat` from this file but not `alternativeFileFormats`, so
+  # ArrayRecord becomes the main format and TFRecord (still there) the alternative.
+  old = info.get('fileFormat', 'tfrecord')
+  info['fileFormat'] = 'array_record'
+  info['alternativeFileFormats'] = sorted(
+      (set(info.get('alternativeFileFormats', [])) | {old}) - {'array_record'})
+  with open(info_path + '.incomplete', 'w') as f:
+    json.dump(info, f, indent=2)
+  os.replace(info_path + '.incomplete', info_path)
 
 
 def missing_message(tfds_name: str, data_dir: str | None) -> str:
