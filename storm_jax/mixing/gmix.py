@@ -25,9 +25,9 @@ from storm_jax.mixing.mixup import per_sample
 MIN_BLOB = 1e-6
 
 
-def gaussian_mask(lam: jax.Array, cy: jax.Array, cx: jax.Array, height: int,
+def gaussian_blob(lam: jax.Array, cy: jax.Array, cx: jax.Array, height: int,
                   width: int) -> jax.Array:
-  """The anchor's per-pixel weight `M` (SPECS §5, reference kernel scale).
+  """The Gaussian blob `G` of parameter `s = max(min(lam, 1 - lam), 1e-6)` (reference scale).
 
   Args:
     lam: float `[...]` mixing weights drawn from Beta.
@@ -37,15 +37,27 @@ def gaussian_mask(lam: jax.Array, cy: jax.Array, cx: jax.Array, height: int,
     width: image width W.
 
   Returns:
-    float32 `[..., H, W]` in [0, 1]; 1 at the centre when `lam < 0.5`, 0 there otherwise.
+    float32 `[..., H, W]`: `exp(-pi ((h - cy)^2 + (w - cx)^2) / (s H W))`, 1 at the centre.
   """
   lam = jnp.asarray(lam, jnp.float32)
   blob = jnp.maximum(jnp.minimum(lam, 1.0 - lam), MIN_BLOB)[..., None, None]
   dy = jnp.arange(height)[:, None] - jnp.asarray(cy, jnp.int32)[..., None, None]
   dx = jnp.arange(width)[None, :] - jnp.asarray(cx, jnp.int32)[..., None, None]
   d2 = (dy * dy + dx * dx).astype(jnp.float32)
-  g = jnp.exp(-math.pi * d2 / (blob * (height * width)))
-  return jnp.where(lam[..., None, None] < 0.5, g, 1.0 - g)
+  return jnp.exp(-math.pi * d2 / (blob * (height * width)))
+
+
+def gaussian_mask(lam: jax.Array, cy: jax.Array, cx: jax.Array, height: int,
+                  width: int) -> jax.Array:
+  """The anchor's per-pixel weight `M`: the blob if `lam < 0.5`, else its complement.
+
+  Args: as `gaussian_blob`.
+
+  Returns:
+    float32 `[..., H, W]` in [0, 1]; 1 at the centre when `lam < 0.5`, 0 there otherwise.
+  """
+  g = gaussian_blob(lam, cy, cx, height, width)
+  return jnp.where(jnp.asarray(lam)[..., None, None] < 0.5, g, 1.0 - g)
 
 
 def sample(key: jax.Array, shape: Sequence[int], *, alpha: float,
@@ -67,11 +79,16 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
   """Mixes `x: [B, H, W, C]`, `y: [B, N]`; `lam`, `cy`, `cx` may be `[]` or `[B]`."""
   batch_size, height, width, _ = x.shape
   perm = params['perm']
-  weight = gaussian_mask(params['lam'], params['cy'], params['cx'], height, width)
+  anchor_blob = jnp.asarray(params['lam'], jnp.float32) < 0.5
+  blob = gaussian_blob(params['lam'], params['cy'], params['cx'], height, width)
+  weight = jnp.where(anchor_blob[..., None, None], blob, 1.0 - blob)
   weight = jnp.broadcast_to(weight, (batch_size, height, width))
   x = x.astype(jnp.float32)
   x_mix = base.lerp(weight[..., None], x, x[perm])
-  lam_label = jnp.mean(weight, axis=(1, 2))  # the anchor's realised pixel share.
+  # The anchor's realised pixel share mean(M), from the blob's mass as the reference: a sum of
+  # small values keeps float32 error ~1e-8 where summing 1 - G would lose ~1e-6.
+  mass = jnp.broadcast_to(jnp.mean(blob, axis=(-2, -1)), anchor_blob.shape)
+  lam_label = jnp.where(anchor_blob, mass, 1.0 - mass)
   y_mix = base.lerp(per_sample(lam_label, y.ndim), y, y[perm])
   return x_mix, y_mix
 
