@@ -246,15 +246,33 @@ def test_crop_flip_is_a_window_of_the_zero_padded_image():
   assert seen_flip and seen_shift
 
 
-def test_rrc_flip_shape_and_determinism():
+def _jpeg(image):
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, 'JPEG', quality=95)
+  return tf.constant(buf.getvalue())
+
+
+@pytest.mark.parametrize('encode', [_png, _jpeg])  # JPEG: crop-while-decoding path
+def test_rrc_flip_shape_and_determinism(encode):
   image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
   kw = dict(augment='rrc_flip', image_shape=(24, 24, 3), crop_padding=0)
-  a = input_pipeline.train_transform(_png(image), tf.constant([1, 2], tf.int64), **kw).numpy()
-  b = input_pipeline.train_transform(_png(image), tf.constant([1, 2], tf.int64), **kw).numpy()
-  c = input_pipeline.train_transform(_png(image), tf.constant([1, 3], tf.int64), **kw).numpy()
+  a = input_pipeline.train_transform(encode(image), tf.constant([1, 2], tf.int64), **kw).numpy()
+  b = input_pipeline.train_transform(encode(image), tf.constant([1, 2], tf.int64), **kw).numpy()
+  c = input_pipeline.train_transform(encode(image), tf.constant([1, 3], tf.int64), **kw).numpy()
   assert a.shape == (24, 24, 3) and a.dtype == np.uint8
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+def test_eval_resize_then_centre_crop_non_square():
+  # 40x80 image: left half 0, right half 250. Shorter side -> round(16 / 0.875) = 18, so the
+  # resized image is 18x36 and the central 16x16 window spans columns 10..26 around the edge.
+  image = np.zeros((40, 80, 3), np.uint8)
+  image[:, 40:] = 250
+  info = data.get_info('imagenet2012', image_size=16)
+  out = input_pipeline.eval_transform(_png(image), info).numpy()
+  assert out.shape == (16, 16, 3)
+  assert (out[:, :7] == 0).all() and (out[:, 9:] == 250).all()  # the edge is in the middle
 
 
 def test_greyscale_jpeg_decodes_to_three_channels():
