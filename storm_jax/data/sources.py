@@ -96,11 +96,12 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
   Returns:
     The prepared dataset directories.
   """
-  name = info_lib._ALIASES.get(name, name)  # pylint: disable=protected-access
   if name.startswith(_IMAGE_FOLDER):
     raise ValueError(f'name={name!r}: image folders are read in place, nothing to prepare.')
-  if name in info_lib._TABLE:  # pylint: disable=protected-access
-    name = info_lib._TABLE[name].tfds_name  # pylint: disable=protected-access
+  try:  # storm_jax names (aliases, official corruption names) -> tfds names
+    name = info_lib.get_info(name, data_dir=data_dir).tfds_name
+  except ValueError:
+    pass  # a tfds name, or 'cifar10_corrupted' / 'cifar100_corrupted' for all configs
   manual_dir = manual_dir or default_manual_dir(data_dir)
   out = []
   for tfds_name in _configs_of(name):
@@ -166,7 +167,7 @@ def missing_message(tfds_name: str, data_dir: str | None) -> str:
   base = tfds_name.partition('/')[0]
   root = default_data_dir(data_dir)
   manual = default_manual_dir(data_dir)
-  cmd = _PREPARE_CMD.format(name=base, data_dir=root)
+  cmd = _PREPARE_CMD.format(name=tfds_name, data_dir=root)
   head = f'Dataset {tfds_name!r} is not prepared in data_dir {root}.'
   if base == 'tiny_imagenet':
     return (f'{head} Place {tiny_imagenet.ZIP_NAME} ({tiny_imagenet.URL}) or its extracted '
