@@ -103,6 +103,19 @@ def test_process_range_arithmetic(n, p):
   assert all(trains[i][1] <= trains[i + 1][0] for i in range(p - 1))  # disjoint
 
 
+@pytest.mark.parametrize('drop_remainder', [False, True])
+def test_process_range_matches_tfds_even_splits(drop_remainder):
+  from tensorflow_datasets.core import splits as splits_lib  # pylint: disable=g-import-not-at-top
+  for n in (5, 10, 1501):
+    split_dict = splits_lib.SplitDict([splits_lib.SplitInfo(
+        name='train', shard_lengths=[n], num_bytes=0, filename_template=None)])
+    for p in (1, 3, 4, 8):
+      for i, split in enumerate(tfds.even_splits('train', n=p, drop_remainder=drop_remainder)):
+        (instr,) = split.to_absolute(split_dict)
+        want = (instr.from_ or 0, n if instr.to is None else instr.to)
+        assert input_pipeline.process_range(n, i, p, drop_remainder=drop_remainder) == want
+
+
 # ------------------------------------------------------------------------------ digits
 
 

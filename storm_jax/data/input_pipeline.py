@@ -49,7 +49,8 @@ def process_range(num_examples: int, process_index: int, process_count: int, *,
     drop_remainder: True (train): every process gets num_examples // process_count and the
       last num_examples % process_count examples are not used. False (eval): the first
       num_examples % process_count processes get one example more, so every example is read
-      exactly once (as `tfds.even_splits`).
+      exactly once. Both are the slices of `tfds.even_splits(split, process_count,
+      drop_remainder=...)[process_index]` (tested).
 
   Returns:
     (lo, hi).

@@ -315,9 +315,8 @@ class FolderSource(RecordSource):
                     dtype=object)
 
   def parse(self, record):
-    label, path = tf.strings.split(record, ':', maxsplit=1)[0], tf.strings.split(
-        record, ':', maxsplit=1)[1]
-    return tf.io.read_file(path), tf.strings.to_number(label, tf.int32)
+    parts = tf.strings.split(record, ':', maxsplit=1)
+    return tf.io.read_file(parts[1]), tf.strings.to_number(parts[0], tf.int32)
 
 
 def image_folder_info(name: str) -> info_lib.DatasetInfo:
