@@ -45,9 +45,14 @@ def _take(it, n):
 # ------------------------------------------------------------------------------ table / info
 
 
-def test_tf_sees_no_gpu():
+def test_tf_sees_no_gpu(monkeypatch):
   # PITFALLS (flax #445): TF must leave the accelerators to JAX.
   assert tf.config.get_visible_devices('GPU') == []
+  # tensorflow-cpu has no GPU to hide, so also check that importing the package asks TF to.
+  calls = []
+  monkeypatch.setattr(tf.config, 'set_visible_devices', lambda *a: calls.append(a))
+  data._hide_gpus_from_tf()  # pylint: disable=protected-access
+  assert calls == [([], 'GPU')]
 
 
 def test_get_info_table_and_errors():
