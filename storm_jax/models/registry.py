@@ -1,0 +1,74 @@
+"""Model registry: config strings -> flax.linen Modules.
+
+  model = models.get('preactresnet18', num_classes=100, stem='tiny', width=16)
+
+Each entry is a Module class plus the fixed hyper-parameters that define the name (depth,
+widen factor, ...). `get` checks the caller's keyword arguments against the class's fields
+before building anything, so a typo fails with a ValueError instead of a dataclass TypeError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+
+_REGISTRY: dict[str, tuple[type[nn.Module], Mapping[str, Any]]] = {}
+# Fields every flax Module has that are not model hyper-parameters.
+_MODULE_FIELDS = ('parent', 'name')
+
+
+def register(name: str, cls: type[nn.Module], **fixed: Any) -> None:
+  """Registers `cls(**fixed, **user_kwargs)` under `name`."""
+  if name in _REGISTRY:
+    raise ValueError(f'model name={name!r} is already registered.')
+  _REGISTRY[name] = (cls, dict(fixed))
+
+
+def names() -> tuple[str, ...]:
+  """The registered model names, sorted."""
+  return tuple(sorted(_REGISTRY))
+
+
+def kwarg_names(name: str) -> tuple[str, ...]:
+  """The keyword arguments `get(name, num_classes=..., **kwargs)` accepts besides num_classes."""
+  cls, fixed = _lookup(name)
+  return tuple(f.name for f in dataclasses.fields(cls)
+               if f.name not in _MODULE_FIELDS and f.name not in fixed
+               and f.name != 'num_classes')
+
+
+def get(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
+  """Builds the model registered as `name`.
+
+  Args:
+    name: one of `names()`.
+    num_classes: number of logits (>= 1).
+    **kwargs: model options (all models take `width`, `dtype` and `axis_name`; see the class).
+
+  Returns:
+    An unbound flax.linen Module; call it as `model.apply(variables, x, train=..., ...)`.
+
+  Raises:
+    ValueError: unknown name, unknown or fixed keyword, or a bad num_classes / width.
+  """
+  cls, fixed = _lookup(name)
+  allowed = kwarg_names(name)
+  for key in kwargs:
+    if key not in allowed:
+      raise ValueError(f'model {name!r} got unknown kwarg {key}={kwargs[key]!r}; '
+                       f'it accepts {allowed} (and num_classes).')
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    raise ValueError(f'num_classes={num_classes!r} must be an integer >= 1.')
+  width = kwargs.get('width', 1)
+  if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    raise ValueError(f'width={width!r} must be an integer >= 1.')
+  return cls(num_classes=num_classes, **fixed, **kwargs)
+
+
+def _lookup(name: str) -> tuple[type[nn.Module], Mapping[str, Any]]:
+  if name not in _REGISTRY:
+    raise ValueError(f'Unknown model name={name!r}; known models: {names()}.')
+  return _REGISTRY[name]
