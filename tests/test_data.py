@@ -73,6 +73,17 @@ def test_get_info_table_and_errors():
     assert name in data.names()
 
 
+@pytest.mark.parametrize('name', ['digits', 'cifar10', 'cifar100', 'tiny_imagenet',
+                                  'imagenet2012', 'caltech_birds2011', 'cars196',
+                                  'cifar10_corrupted/fog_1', 'cifar100_corrupted/fog_1'])
+def test_table_agrees_with_the_tfds_builders(name, tmp_path):
+  from storm_jax.data import sources  # pylint: disable=g-import-not-at-top
+  info = data.get_info(name)
+  features = sources.builder(info.tfds_name, str(tmp_path)).info.features
+  assert features['label'].num_classes == info.num_classes
+  assert features['image'].shape[-1] == info.image_shape[-1]
+
+
 def test_corrupted_names_load_their_own_config():
   # PITFALLS (hendrycks/robustness #29): each name must load its config, not the default.
   names = data.corrupted_names('cifar100')
