@@ -9,10 +9,21 @@
 Importing this package hides every GPU from TensorFlow: tf.data runs on the host while JAX
 owns the accelerators (TF would otherwise reserve GPU memory).
 
-Datasets: `digits` (scikit-learn, prepared offline on first use: the default),
-`cifar10`, `cifar100`, `tiny_imagenet`, `imagenet2012`, `caltech_birds2011`, `cars196`,
-`cifar10_corrupted/<c>_<s>`, `cifar100_corrupted/<c>_<s>` and `image_folder:<root>`.
-Prepare one with `python -m storm_jax.data.prepare NAME [--data_dir=...] [--manual_dir=...]`.
+Datasets (`names()`; facts per dataset in info.py, one table):
+  digits                     scikit-learn 8x8 digits; prepares itself offline on first use.
+  cifar10, cifar100          tfds; `python -m storm_jax.data.prepare cifar10` (downloads).
+  tiny_imagenet              tiny-imagenet-200.zip (or the extracted folder) in
+                             <data_dir>/downloads/manual/; prepared on first use.
+  imagenet2012               ILSVRC2012_img_{train,val}.tar in <data_dir>/downloads/manual/.
+  caltech_birds2011, cars196 tfds (downloads).
+  cifar10_corrupted/<c>_<s>  tfds CIFAR-10-C; official corruption names accepted.
+  cifar100_corrupted/<c>_<s> CIFAR-100-C.tar (or CIFAR-100-C/*.npy) in the manual dir.
+  image_folder:<root>        <root>/<split>/<class>/*.jpg|png, read in place.
+The pipeline reads ArrayRecord files (random access: stateless shuffling, O(1) resume);
+`python -m storm_jax.data.prepare NAME [--data_dir=...] [--manual_dir=...]` writes them, or
+adds them to a dataset prepared earlier as TFRecord. Nothing downloads during training: a
+missing dataset raises `DatasetNotFoundError` saying what to place where. FGVC-Aircraft is
+not in tfds 4.9.10, so it is not offered.
 """
 
 from __future__ import annotations
