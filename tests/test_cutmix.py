@@ -192,6 +192,15 @@ def test_determinism_and_plain_function():
   assert not all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
+def test_tiny_alpha_is_finite():
+  """Beta(1e-3) gives lam of exactly 0 or 1 in float32: no NaN, labels still sum to 1."""
+  x, y = ref.random_batch(9, (6, 12, 20, 2))
+  for seed in range(4):
+    x_mix, y_mix = mixing.cutmix(jax.random.key(seed), x, y, alpha=1e-3)
+    assert np.isfinite(x_mix).all() and np.isfinite(y_mix).all()
+    np.testing.assert_allclose(np.asarray(y_mix).sum(1), 1.0, atol=1e-6)
+
+
 @pytest.mark.parametrize('field, value', [
     ('alpha', 0.0), ('alpha', -0.5), ('alpha', float('inf')), ('pairing', 'shuffle'),
     ('granularity', 'elem'), ('correct_lam', 'yes')])

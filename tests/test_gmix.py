@@ -126,6 +126,30 @@ def test_identity_permutation_and_plain_function():
   assert not np.array_equal(a[0], c[0])
 
 
+def test_per_example_params_through_apply():
+  x, y = ref.identity_batch(7, 16, 24)
+  rng = np.random.default_rng(2)
+  params = {'lam': rng.uniform(size=7).astype(np.float32),
+            'cy': rng.integers(0, 16, 7).astype(np.int32),
+            'cx': rng.integers(0, 24, 7).astype(np.int32), 'perm': np.roll(np.arange(7), 2)}
+  x_mix, y_mix = jax.jit(gmix_apply)(params, x, y)
+  np.testing.assert_allclose(ref.pixel_shares(x_mix), y_mix, atol=1e-6)
+  for b in range(7):
+    x_ref, y_ref, _ = ref.gmix(x, y, params['lam'][b], params['cy'][b], params['cx'][b],
+                               params['perm'])
+    np.testing.assert_allclose(x_mix[b], x_ref[b], atol=1e-6)
+    np.testing.assert_allclose(y_mix[b], y_ref[b], atol=1e-6)
+
+
+def test_tiny_alpha_is_finite():
+  """Beta(1e-3) gives lam of exactly 0 or 1 in float32: no NaN, labels still sum to 1."""
+  x, y = ref.random_batch(9, (6, 12, 20, 2))
+  for seed in range(4):
+    x_mix, y_mix = mixing.gmix(jax.random.key(seed), x, y, alpha=1e-3)
+    assert np.isfinite(x_mix).all() and np.isfinite(y_mix).all()
+    np.testing.assert_allclose(np.asarray(y_mix).sum(1), 1.0, atol=1e-6)
+
+
 @pytest.mark.parametrize('field, value', [('alpha', 0.0), ('alpha', -1), ('pairing', 'x')])
 def test_bad_hparams_raise(field, value):
   with pytest.raises(ValueError, match=field):

@@ -176,6 +176,16 @@ def test_identity_permutation_and_plain_function():
   assert not np.array_equal(a[0], c[0])
 
 
+def test_tiny_alpha_is_finite():
+  """Beta(1e-3) gives lam of exactly 0 or 1 in float32: no NaN, labels still sum to 1."""
+  x, y = ref.random_batch(9, (6, 12, 20, 2))
+  for seed in range(4):
+    x_mix, y_mix = mixing.hmix(jax.random.key(seed), x, y, alpha=1e-3, r_gamma=1e-3,
+                               mixup_alpha=1e-3)
+    assert np.isfinite(x_mix).all() and np.isfinite(y_mix).all()
+    np.testing.assert_allclose(np.asarray(y_mix).sum(1), 1.0, atol=1e-6)
+
+
 @pytest.mark.parametrize('field, value', [
     ('alpha', 0.0), ('r', 1.5), ('r', -0.1), ('r_gamma', 0.0), ('r_gamma', -2.0),
     ('mixup_alpha', -1.0), ('mixup_alpha', float('nan')), ('switch_prob', 2.0),

@@ -130,6 +130,16 @@ def test_identity_permutation_is_noop_and_plain_function():
   np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_tiny_alpha_is_finite():
+  """Beta(1e-3) gives lam of exactly 0 or 1 in float32: no NaN, labels still sum to 1."""
+  x, y = ref.random_batch(9, (6, 12, 20, 2))
+  for seed in range(4):
+    x_mix, y_mix = mixing.mixup_cutmix(jax.random.key(seed), x, y, mixup_alpha=1e-3,
+                                       cutmix_alpha=1e-3)
+    assert np.isfinite(x_mix).all() and np.isfinite(y_mix).all()
+    np.testing.assert_allclose(np.asarray(y_mix).sum(1), 1.0, atol=1e-6)
+
+
 @pytest.mark.parametrize('hparams, field', [
     ({'mixup_alpha': -1.0}, 'mixup_alpha'), ({'cutmix_alpha': float('nan')}, 'cutmix_alpha'),
     ({'mixup_alpha': 0.0, 'cutmix_alpha': 0}, 'alpha'), ({'switch_prob': 1.5}, 'switch_prob'),

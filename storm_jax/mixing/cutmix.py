@@ -110,6 +110,13 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, pairing: str,
            granularity: str) -> dict[str, jax.Array]:
   """Draws CutMix's random quantities for a batch of static `shape = (B, H, W, C)`.
 
+  Args:
+    key: a `jax.random.key`.
+    shape: the static image-batch shape `(B, H, W, C)`.
+    alpha: Beta concentration (CutMix's beta).
+    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    granularity: `'batch'` (one lam and box) or `'example'` (one per sample).
+
   Returns:
     `{'lam': float32 [], 'cy': int32 [], 'cx': int32 [], 'perm': int32 [B]}` per batch; `lam`,
     `cy`, `cx` are `[B]` with `granularity='example'` (one box per sample, timm 'elem').
@@ -124,10 +131,17 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, pairing: str,
 
 def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
           correct_lam: bool = True) -> tuple[jax.Array, jax.Array]:
-  """Pastes each sample's box from its partner; `x: [B, H, W, C]`, `y: [B, N]`.
+  """Pastes each sample's box from its partner.
 
-  The anchor's label weight is `1 - box_area / (H W)` (its realised pixel share) when
-  `correct_lam`, else the drawn `lam` (timm `correct_lam=False`).
+  Args:
+    params: `{'lam', 'cy', 'cx'}` each `[]` or `[B]`, and `'perm': int [B]`.
+    x: `[B, H, W, C]` images.
+    y: `[B, N]` float32 soft labels.
+    correct_lam: label weight of the anchor = `1 - box_area / (H W)` (its realised pixel
+      share) if True, else the drawn `lam` (timm `correct_lam=False`).
+
+  Returns:
+    `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
   """
   batch_size, height, width, _ = x.shape
   lam, perm = jnp.asarray(params['lam'], jnp.float32), params['perm']

@@ -64,6 +64,12 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float,
            pairing: str) -> dict[str, jax.Array]:
   """Draws GMix's random quantities (one set per batch, as the reference) for static `shape`.
 
+  Args:
+    key: a `jax.random.key`.
+    shape: the static image-batch shape `(B, H, W, C)`.
+    alpha: Beta concentration of lam.
+    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+
   Returns:
     `{'lam': float32 [], 'cy': int32 [], 'cx': int32 [], 'perm': int32 [B]}`.
   """
@@ -76,7 +82,17 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float,
 
 def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mixes `x: [B, H, W, C]`, `y: [B, N]`; `lam`, `cy`, `cx` may be `[]` or `[B]`."""
+  """Mixes with the per-pixel Gaussian weight; the label is the realised share `mean(M)`.
+
+  Args:
+    params: `{'lam', 'cy', 'cx'}` each `[]` (one blob for the batch, as `sample`) or `[B]`
+      (one per sample), and `'perm': int [B]`.
+    x: `[B, H, W, C]` images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
+  """
   batch_size, height, width, _ = x.shape
   perm = params['perm']
   anchor_blob = jnp.asarray(params['lam'], jnp.float32) < 0.5

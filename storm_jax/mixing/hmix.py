@@ -28,6 +28,16 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, r: float,
            pairing: str) -> dict[str, jax.Array]:
   """Draws HMix's random quantities (one set per batch, as the reference) for static `shape`.
 
+  Args:
+    key: a `jax.random.key`.
+    shape: the static image-batch shape `(B, H, W, C)`.
+    alpha: Beta concentration of lam.
+    r: box-area ratio (used when `r_gamma` is None).
+    r_gamma: if not None, `r ~ Beta(r_gamma, r_gamma)`.
+    mixup_alpha: if > 0, a Mixup batch with `lam ~ Beta(mixup_alpha)` w.p. `1 - switch_prob`.
+    switch_prob: probability of an HMix batch when `mixup_alpha > 0`.
+    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+
   Returns:
     `{'lam': float32 [], 'r': float32 [], 'cy': int32 [], 'cx': int32 [], 'branch': int32 [],
     'perm': int32 [B]}`. On the Mixup branch (only when `mixup_alpha > 0`) `r` is 0, which
@@ -50,9 +60,16 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, r: float,
 
 def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mixes `x: [B, H, W, C]`, `y: [B, N]` with `params` from `sample`.
+  """Pastes the partner's box and mixes the rest with the anchor weight `lam / c`.
 
-  `lam`, `r`, `cy`, `cx` may be `[]` (one box for the batch) or `[B]` (one per sample).
+  Args:
+    params: `{'lam', 'r', 'cy', 'cx'}` each `[]` (one box for the batch, as `sample`) or `[B]`
+      (one per sample), and `'perm': int [B]`; other entries are ignored.
+    x: `[B, H, W, C]` images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
   """
   batch_size, height, width, _ = x.shape
   lam = jnp.asarray(params['lam'], jnp.float32)

@@ -33,6 +33,13 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, pairing: str,
            granularity: str) -> dict[str, jax.Array]:
   """Draws Mixup's random quantities for a batch of static `shape = (B, H, W, C)`.
 
+  Args:
+    key: a `jax.random.key`.
+    shape: the static image-batch shape `(B, H, W, C)`.
+    alpha: Beta concentration.
+    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    granularity: `'batch'` (one lam) or `'example'` (one per sample).
+
   Returns:
     `{'lam': float32 [] or [B], 'perm': int32 [B]}`.
   """
@@ -45,7 +52,16 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, pairing: str,
 
 def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mixes `x: [B, H, W, C]` and `y: [B, N]` with `params` from `sample` (float32 out)."""
+  """Mixes images and labels with the weights and partners drawn by `sample`.
+
+  Args:
+    params: `{'lam': [] or [B], 'perm': int [B]}`.
+    x: `[B, H, W, C]` images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
+  """
   lam, perm = params['lam'], params['perm']
   x = x.astype(jnp.float32)
   x_mix = base.lerp(per_sample(lam, x.ndim), x, x[perm])

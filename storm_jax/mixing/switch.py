@@ -31,6 +31,15 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixup_alpha: float, cutmix_a
            switch_prob: float, pairing: str, granularity: str) -> dict[str, jax.Array]:
   """Draws the branch, lam, box centre and partners for a batch of static `shape`.
 
+  Args:
+    key: a `jax.random.key`.
+    shape: the static image-batch shape `(B, H, W, C)`.
+    mixup_alpha: Beta concentration of the Mixup branch (0: branch disabled).
+    cutmix_alpha: Beta concentration of the CutMix branch (0: branch disabled).
+    switch_prob: probability of the CutMix branch.
+    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    granularity: `'batch'` (timm 'batch') or `'example'` (timm 'elem').
+
   Returns:
     `{'branch': int32, 'lam': float32, 'cy': int32, 'cx': int32}`, each `[]` per batch or `[B]`
     per example, and `'perm': int32 [B]`.
@@ -48,7 +57,16 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixup_alpha: float, cutmix_a
 
 def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mixup or CutMix per batch / per sample as `params['branch']` says; `x: [B, H, W, C]`."""
+  """Mixup or CutMix, per batch or per sample as `params['branch']` says.
+
+  Args:
+    params: `{'branch', 'lam', 'cy', 'cx'}` each `[]` or `[B]`, and `'perm': int [B]`.
+    x: `[B, H, W, C]` images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
+  """
   batch_size, height, width, _ = x.shape
   lam, perm = jnp.asarray(params['lam'], jnp.float32), params['perm']
   use_cutmix = jnp.asarray(params['branch']) == CUTMIX
