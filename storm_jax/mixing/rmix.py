@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from storm_jax.mixing import base
 from storm_jax.mixing.losses import soft_cross_entropy
@@ -34,8 +35,12 @@ _EPS = 1e-12
 
 
 def thresholds(num_thresholds: int) -> jax.Array:
-  """The top-k space `A = linspace(0, 0.99, K)` the percentiles `q` are drawn from."""
-  return jnp.linspace(0.0, 0.99, num_thresholds, dtype=jnp.float32)
+  """The top-k space `A = linspace(0, 0.99, K)` the percentiles `q` are drawn from.
+
+  Computed in float64 and rounded once (as the reference's `np.linspace`), so each value is
+  the float32 nearest to `0.11 k`; float32 `jnp.linspace` can be one ulp off.
+  """
+  return jnp.asarray(np.linspace(0.0, 0.99, num_thresholds), jnp.float32)
 
 
 def _check_grid(shape: Sequence[int], grid_sizes: Sequence[int]) -> None:
