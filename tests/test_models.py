@@ -180,6 +180,16 @@ def test_tiny_stem_halves_spatial_size():
   assert shapes['tiny'] == (1, 4, 4, 32)
 
 
+def test_resnet_stems():
+  x = jnp.ones((1, 32, 32, 3))
+  for stem, spatial in (('imagenet', 1), ('cifar', 4)):
+    model = models.get('resnet18', num_classes=5, stem=stem, width=4)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    _, features = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, return_features=True), variables, x)
+    assert features.shape == (1, spatial, spatial, 32), stem
+
+
 def test_stride2_conv_pads_like_pytorch():
   """Stride-2 3x3 conv on an even input pads (1, 1) as PyTorch, not flax 'SAME''s (0, 1)."""
   model = models.get('preactresnet18', num_classes=3, stem='tiny', width=1)
@@ -242,3 +252,39 @@ def test_unknown_name_lists_known_models():
 def test_bad_kwargs_raise_value_error(kwargs, field):
   with pytest.raises(ValueError, match=field):
     models.get('preactresnet18', **kwargs)
+
+
+@pytest.mark.slow
+def test_cnn_small_learns_digits_quickly():
+  """The default model reaches a sensible digits accuracy in a few hundred SGD steps."""
+  import optax
+  from sklearn.datasets import load_digits
+  digits = load_digits()
+  x = (digits.images / 16.0).astype(np.float32)[..., None]
+  y = digits.target.astype(np.int32)
+  order = np.random.default_rng(0).permutation(len(x))
+  train, test = order[:1400], order[1400:]
+  mean, std = x[train].mean(), x[train].std()
+  model = models.get('cnn_small', num_classes=10)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x[:1])
+  tx = optax.sgd(0.05, momentum=0.9, nesterov=True)
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, xb, yb):
+    def loss_fn(params):
+      logits, state = model.apply({'params': params, 'batch_stats': batch_stats}, xb,
+                                  train=True, mutable=['batch_stats'])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), state
+    grads, state = jax.grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), state['batch_stats'], opt_state
+
+  params, batch_stats = variables['params'], variables['batch_stats']
+  opt_state = tx.init(params)
+  batches = np.random.default_rng(1).choice(train, size=(200, 64))
+  for idx in batches:
+    params, batch_stats, opt_state = step(params, batch_stats, opt_state,
+                                          (x[idx] - mean) / std, y[idx])
+  logits = model.apply({'params': params, 'batch_stats': batch_stats}, (x[test] - mean) / std,
+                       train=False)
+  assert float(np.mean(np.argmax(logits, -1) == y[test])) > 0.9
