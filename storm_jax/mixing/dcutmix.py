@@ -113,7 +113,17 @@ def nested_boxes(phi: jax.Array, offsets: jax.Array, height: int,
 
 def apply_dcutmix(params: dict[str, jax.Array], x: jax.Array,
                   y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Pastes the nested boxes; labels are the realised integer pixel shares."""
+  """Pastes the nested boxes of `params` (SPECS §9.2); deterministic.
+
+  Args:
+    params: `{'phi': [B, K], 'perms': int32[K-1, B], 'offsets': [K-1, B, 2]}`.
+    x: `[B, H, W, C]` float images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `x_mix: [B, H, W, C]` float32 and `y_mix: [B, N]` float32, the realised integer pixel
+    shares: `(area_k - area_{k+1}) / (H W)` for image k (area_0 = H W, area_K = 0).
+  """
   _, height, width, _ = x.shape
   perms = params['perms']
   top, left, box_h, box_w = nested_boxes(params['phi'], params['offsets'], height, width)
@@ -139,9 +149,18 @@ def apply_dcutmix(params: dict[str, jax.Array], x: jax.Array,
 
 def apply_dmixup(params: dict[str, jax.Array], x: jax.Array,
                  y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """`x̃ = φ_1 x + Σ_{k>=2} φ_k x[π_{k-1}]`, written as `x + Σ φ_k (x[π] - x)`.
+  """`x̃ = φ_1 x + Σ_{k>=2} φ_k x[π_{k-1}]` and the same for labels (SPECS §9.3).
 
-  The difference form keeps a self-paired sample exactly unchanged.
+  Written as `x + Σ_{k>=2} φ_k (x[π_{k-1}] - x)`, which keeps a self-paired sample exactly
+  unchanged.
+
+  Args:
+    params: `{'phi': [B, K], 'perms': int32[K-1, B]}`.
+    x: `[B, H, W, C]` float images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `x_mix: [B, H, W, C]` float32 and `y_mix: [B, N]` float32.
   """
   phi, perms = params['phi'].astype(jnp.float32), params['perms']
   x = x.astype(jnp.float32)

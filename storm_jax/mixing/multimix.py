@@ -53,6 +53,12 @@ def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
           base_method: str = 'mixup') -> tuple[jax.Array, jax.Array]:
   """Applies the base method once per `lam[k]` with the shared pairing (and centre).
 
+  Args:
+    params: from `sample`; `lam: [K]` anchor weights.
+    x: `[B, H, W, C]` float images.
+    y: `[B, N]` float32 soft labels.
+    base_method: 'mixup' or 'cutmix'.
+
   Returns:
     `x_mix: [K * B, H, W, C]` float32 and `y_mix: [K * B, N]` float32, row `k * B + b`.
   """

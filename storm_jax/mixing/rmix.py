@@ -125,7 +125,14 @@ def sample(key: jax.Array, shape: Sequence[int], *, saliency: jax.Array, alpha: 
 
 def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
           grid_sizes: Sequence[int] = (2, 4)) -> tuple[jax.Array, jax.Array]:
-  """Mixes `x: [B, H, W, C]` and soft labels `y: [B, N]` with the drawn params.
+  """Mixes a batch with the drawn params (SPECS §8.1 steps 5-7); deterministic.
+
+  Args:
+    params: from `sample`; the masks are rebuilt here from `saliency`, `q` and `grid`
+      (under `stop_gradient`), so overriding `q` (e.g. zeros: plain Mixup) takes effect.
+    x: `[B, H, W, C]` float images; H and W divisible by every grid size.
+    y: `[B, N]` float32 soft labels.
+    grid_sizes: the static grid sides `params['grid']` indexes.
 
   Returns:
     `x_mix: [B, H, W, C]` float32 and `y_mix: [B, N]` float32 (realised pixel shares).
