@@ -170,6 +170,10 @@ def test_fgsm_moves_every_pixel_by_epsilon_along_the_gradient_sign():
   np.testing.assert_array_equal(np.sign(x_adv - x), np.sign(grad))
   # CE is convex in x for a linear model: the step raises every example's loss.
   assert np.all(_ce(fn, x_adv, labels) > _ce(fn, x, labels))
+  # Jitted with the variables as an argument (the documented usage): same result.
+  jitted = jax.jit(lambda v, x, y: ev.fgsm(
+      ev.normalized_logits_fn(_Linear(), v, mean=MEAN, std=STD), x, y, epsilon=eps))
+  np.testing.assert_allclose(jitted(variables, x, labels), x_adv, atol=1e-6)
 
 
 def test_fgsm_clips_to_unit_interval():
@@ -197,8 +201,8 @@ def test_pgd_one_step_without_random_start_is_fgsm_and_stays_in_ball():
       ev.pgd(fn, x, labels, key=None, epsilon=eps, step_size=eps, num_steps=1,
              random_start=False),
       ev.fgsm(fn, x, labels, epsilon=eps), atol=1e-7)
-  x_adv = ev.pgd(fn, x, labels, key=jax.random.key(3), epsilon=eps, step_size=2 / 255,
-                 num_steps=20)
+  assert ev.PUZZLEMIX_PGD['epsilon'] == eps
+  x_adv = ev.pgd(fn, x, labels, key=jax.random.key(3), **ev.PUZZLEMIX_PGD)
   assert float(jnp.max(jnp.abs(x_adv - x))) <= eps + 1e-6
   assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
   assert np.all(_ce(fn, x_adv, labels) > _ce(fn, x, labels))

@@ -13,7 +13,8 @@
 All values are fractions; the papers report 100 x them.
 """
 
-from storm_jax.evaluation.adversarial import fgsm, normalized_logits_fn, pgd
+from storm_jax.evaluation.adversarial import (FGSM_EPSILONS, PUZZLEMIX_PGD, fgsm,
+                                             normalized_logits_fn, pgd)
 from storm_jax.evaluation.classification import (accuracy, calibration_bins, ece, error,
                                                  fit_temperature, nll, reliability_diagram,
                                                  temperature_scaled_ece, topk_correct)

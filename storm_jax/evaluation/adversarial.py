@@ -16,6 +16,11 @@ import jax.numpy as jnp
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
+# The budgets the papers report (SPECS §14.2), in [0, 1] pixel units.
+FGSM_EPSILONS = (4 / 255, 8 / 255)      # StoRM / PuzzleMix 4/255; R-Mix / PuzzleMix 8/255
+PUZZLEMIX_PGD = {'epsilon': 4 / 255, 'step_size': 2 / 255, 'num_steps': 20,
+                 'random_start': True}
+
 
 def normalized_logits_fn(model: Any, variables: Any, *, mean: Sequence[float],
                          std: Sequence[float]) -> LogitsFn:
@@ -28,6 +33,14 @@ def normalized_logits_fn(model: Any, variables: Any, *, mean: Sequence[float],
 
   Returns:
     logits_fn: x01 [B, H, W, C] float in [0, 1] -> logits [B, N].
+
+  Build it *inside* the jitted function, with the variables as an argument, so that the
+  weights are not baked into the compiled program as constants:
+
+    @jax.jit
+    def fgsm_logits(variables, x01, labels):
+      fn = normalized_logits_fn(model, variables, mean=info.mean, std=info.std)
+      return fn(fgsm(fn, x01, labels, epsilon=8 / 255))
   """
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
