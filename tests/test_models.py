@@ -204,7 +204,8 @@ def test_stride2_conv_pads_like_pytorch():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-  model, variables, x = _init('cnn_small', dtype=jnp.bfloat16)
+  model, variables, x = _init('cnn_small', dtype='bfloat16')   # configs pass strings
+  assert model.dtype == jnp.bfloat16
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
   logits, features = model.apply(variables, x, train=False, return_features=True)
   assert logits.dtype == features.dtype == jnp.float32
@@ -248,6 +249,8 @@ def test_unknown_name_lists_known_models():
     (dict(num_classes=10, widht=8), 'widht'),
     (dict(num_classes=10, depth=10), 'depth'),          # fixed by the name
     (dict(num_classes=10, stem='imagenet'), 'stem'),
+    (dict(num_classes=10, dtype='int32'), 'dtype'),
+    (dict(num_classes=10, dtype='bfloat17'), 'dtype'),
 ])
 def test_bad_kwargs_raise_value_error(kwargs, field):
   with pytest.raises(ValueError, match=field):

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 _REGISTRY: dict[str, tuple[type[nn.Module], Mapping[str, Any]]] = {}
 # Fields every flax Module has that are not model hyper-parameters.
@@ -65,6 +66,14 @@ def get(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
   width = kwargs.get('width', 1)
   if isinstance(width, bool) or not isinstance(width, int) or width < 1:
     raise ValueError(f'width={width!r} must be an integer >= 1.')
+  if 'dtype' in kwargs:
+    # Configs spell dtypes as strings ('bfloat16'); accept those and dtype objects alike.
+    try:
+      kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+    except TypeError as e:
+      raise ValueError(f'dtype={kwargs["dtype"]!r} is not a dtype.') from e
+    if not jnp.issubdtype(kwargs['dtype'], jnp.floating):
+      raise ValueError(f'dtype={kwargs["dtype"]!r} must be a floating dtype.')
   return cls(num_classes=num_classes, **fixed, **kwargs)
 
 
