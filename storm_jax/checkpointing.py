@@ -41,7 +41,10 @@ class Checkpointer:
     self.every_steps = int(every_steps)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # The handler is named up front so that a fresh process can read a checkpoint's metadata
+    # (for the structure/dtype check) before its first save or restore.
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -456,7 +456,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
   metrics = {
       'loss': loss,
       'accuracy': jnp.mean(agree.astype(jnp.float32)),  # vs the dominant mixed label.
-      'l2_grads': optax.global_norm(grads),
+      'l2_grads': optax.tree.norm(grads),
       'mix_on': inputs['mix_on'].astype(jnp.float32),
   }
   if ctx.lr_fn is not None:
