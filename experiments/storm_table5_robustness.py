@@ -13,7 +13,7 @@ from experiments import tablelib
 PARN = 'configs/cifar100_preactresnet18.py'
 COLUMNS = (tablelib.Column('fgsm_err_4', 'FGSM err % (4/255)', higher_is_better=False),
            tablelib.Column('mce', 'mCE %', higher_is_better=False))
-EVAL = {'fgsm_eps': '4', 'corruptions': 'cifar100_c_19'}
+EVAL = {'fgsm_eps': '4', 'corruptions': 'all19'}
 
 
 def _row(label, method, fgsm, mce):
