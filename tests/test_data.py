@@ -371,3 +371,19 @@ def test_tfrecord_prepared_dataset_gets_an_array_record_copy(tmp_path):
   data.prepare('digits', data_dir=d)
   batches = list(data.eval_iterator('digits', global_batch_size=64, data_dir=d))
   assert sum(int(b['mask'].sum()) for b in batches) == 296
+
+
+def test_train_examples_restricts_to_a_fixed_prefix():
+  """Reduced protocols: train on the first N examples; every epoch sees exactly those."""
+  n, b = 40, 8
+  it = data.train_iterator('digits', global_batch_size=b, seed=3, augment='none',
+                           train_examples=n)
+  images = np.concatenate([next(it)['image'] for _ in range(2 * n // b)])
+  # Each epoch of n examples is a permutation of the same n (distinct) examples.
+  first = [im.tobytes() for im in images[:n]]
+  second = [im.tobytes() for im in images[n:]]
+  assert len(set(first)) == n
+  assert sorted(first) == sorted(second)
+  assert first != second  # reshuffled per epoch
+  with pytest.raises(ValueError, match='train_examples=0'):
+    data.train_iterator('digits', global_batch_size=b, seed=0, train_examples=0)

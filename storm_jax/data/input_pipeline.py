@@ -232,7 +232,7 @@ def _options() -> tf.data.Options:
 def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_step: int = 0,
                        data_dir: str | None = None, augment: str | None = None,
                        image_size: int | None = None, process_index: int | None = None,
-                       process_count: int | None = None
+                       process_count: int | None = None, train_examples: int | None = None
                        ) -> tuple[tf.data.Dataset, info_lib.DatasetInfo]:
   """The train tf.data pipeline behind `train_iterator` (same arguments) and its info."""
   info = info_lib.get_info(name, data_dir=data_dir, image_size=image_size)
@@ -249,8 +249,14 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
   shuffle_seed, augment_seed = _seed_tensor(seed, _SHUFFLE_SALT), _seed_tensor(seed, _AUGMENT_SALT)
   augment_seed = tf.random.experimental.stateless_fold_in(augment_seed, index)
 
+  if train_examples is not None and (isinstance(train_examples, bool) or not isinstance(
+      train_examples, (int, np.integer)) or train_examples < 1):
+    raise ValueError(f'train_examples={train_examples!r}: expected an int >= 1 (or None).')
   source = sources.open_split(info.tfds_name, info.train_split, data_dir)
-  lo, hi = process_range(source.num_examples, index, count, drop_remainder=True)
+  num_examples = source.num_examples
+  if train_examples is not None:  # a fixed prefix of the stored split (reduced protocols)
+    num_examples = min(num_examples, int(train_examples))
+  lo, hi = process_range(num_examples, index, count, drop_remainder=True)
   n = hi - lo
   if n == 0:
     raise ValueError(f'dataset {name!r}: split {info.train_split!r} has '
@@ -279,7 +285,8 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
 def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: int = 0,
                    data_dir: str | None = None, augment: str | None = None,
                    image_size: int | None = None, process_index: int | None = None,
-                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                   process_count: int | None = None,
+                   train_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless, deterministic train batches of this process.
 
   Args:
@@ -293,6 +300,8 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
     image_size: override of the (square) output image size.
     process_index: this process (default jax.process_index()).
     process_count: number of processes (default jax.process_count()).
+    train_examples: train on only the first `train_examples` examples of the stored split
+      (a fixed subset, for reduced protocols); None = all.
 
   Returns:
     Iterator of {'image': uint8 [b, H, W, C], 'label': int32 [b]} with
@@ -305,7 +314,7 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
   ds, _ = make_train_dataset(
       name, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
       data_dir=data_dir, augment=augment, image_size=image_size, process_index=process_index,
-      process_count=process_count)
+      process_count=process_count, train_examples=train_examples)
   return ds.as_numpy_iterator()
 
 
