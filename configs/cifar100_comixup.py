@@ -18,7 +18,6 @@ def get_config(arg: str = ''):
   config = common.get_config()
   config.dataset.name = 'cifar100'
   config.model.name = 'preactresnet18'
-  config.model.kwargs.stem = 'cifar'
   common.set_method(config, method)
   config.optim.lr = 0.2
   config.optim.milestones = (100, 200)

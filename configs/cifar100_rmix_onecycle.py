@@ -16,7 +16,6 @@ def get_config(arg: str = ''):
   config = common.get_config()
   config.dataset.name = 'cifar100'
   config.model.name = 'preactresnet18'
-  config.model.kwargs.stem = 'cifar'
   common.set_method(config, method)
   config.optim.lr = 0.29947526988779305
   config.optim.nesterov = True

@@ -86,6 +86,7 @@ def test_table_rows_resolve_to_valid_configs(script):
   """Every row's config (and its smoke variant) loads, and every override names a field."""
   import importlib
   from storm_jax import mixing
+  from storm_jax import models
   tables = importlib.import_module(f'experiments.{script}').TABLES
   assert tables and all(t.rows for t in tables)
   for table in tables:
@@ -97,11 +98,12 @@ def test_table_rows_resolve_to_valid_configs(script):
           *parents, leaf = key.split('.')
           for p in parents:
             node = node[p]
-          if not key.startswith('mix.hparams.'):
+          if not key.startswith(('mix.hparams.', 'model.kwargs.')):
             assert leaf in node, f'{script}: {row.label}: no field {key}'
           node[leaf] = value
-        # The method and its hyper-parameters are valid (raises ValueError otherwise).
+        # The method, its hyper-parameters and the model are valid (ValueError otherwise).
         mixing.get(config.mix.name, **dict(config.mix.hparams))
+        models.get(config.model.name, num_classes=10, **dict(config.model.kwargs))
 
 
 def test_plot_overhead_on_fabricated_runs(tmp_path, capsys):
