@@ -5,7 +5,6 @@ each image into the k x k rectangles `[ceil(p^h_{j-1}), ceil(p^h_j)) x [ceil(p^w
 ceil(p^w_i))` and mixes tile `t = i*k + j` with donor `perms[t, b]` and weight `lam[t]`.
 """
 
-import functools
 import importlib
 import math
 
@@ -154,13 +153,14 @@ def test_label_weight_equals_pixel_share(hp, jit):
     assert np.any((np.diag(share) > 1e-3) & (np.diag(share) < 1 - 1e-3))
 
 
-def test_end_to_end_label_weight_equals_pixel_share():
-  """The same through `Mixer.__call__` (sample + apply) under jit, per-example draws."""
+def test_end_to_end_label_weight_equals_pixel_share_tiny_beta():
+  """The same through `Mixer.__call__` (sample + apply, jit), per example, beta=1e-3 (T1)."""
   x, y = _identity_batch(8, 12, 20)
-  mixer = mixing.get('storm', k=3, granularity='example')
+  mixer = mixing.get('storm', k=3, beta=1e-3, granularity='example')
   call = jax.jit(mixer.__call__)
   for seed in range(3):
     x_mix, y_mix = call(jax.random.key(seed), x, y)
+    assert np.isfinite(np.asarray(x_mix)).all() and np.isfinite(np.asarray(y_mix)).all()
     np.testing.assert_allclose(np.asarray(y_mix).sum(-1), 1.0, atol=1e-6)
     np.testing.assert_allclose(y_mix, np.asarray(x_mix, np.float64).mean((1, 2)), atol=1e-6)
 
@@ -259,13 +259,21 @@ def test_empty_tiles(points_w, empty_bands, jit):
   np.testing.assert_allclose(y_mix, ry, atol=1e-6)
 
 
+def _draw_areas(key, draws, h, w, k, points='uniform'):
+  """Tile areas of `draws` independent partitions (sample_points: no Beta to compile)."""
+  kh, kw = jax.random.split(key)
+  params = {'perms': jnp.zeros((k * k, 1), jnp.int32),
+            'points_h': storm.sample_points(kh, h, k - 1, points, (draws,)),
+            'points_w': storm.sample_points(kw, w, k - 1, points, (draws,))}
+  return storm.tile_areas(params, h, w)
+
+
 def test_areas_sum_to_one_over_many_draws():
   h, w = 13, 29
-  for hp in [dict(k=2), dict(k=5, granularity='example', points='distinct')]:
-    mixer = mixing.get('storm', **hp)
-    keys = jax.random.split(jax.random.key(0), 200)
-    areas = jax.jit(jax.vmap(lambda key: storm.tile_areas(mixer.sample(key, (4, h, w, 1)), h,
-                                                           w)))(keys)
+  for k, points in [(2, 'uniform'), (5, 'uniform'), (5, 'distinct')]:
+    areas = jax.jit(_draw_areas, static_argnums=(1, 2, 3, 4, 5))(
+        jax.random.key(k), 500, h, w, k, points)
+    assert areas.shape == (500, k * k)
     counts = np.rint(np.asarray(areas, np.float64) * h * w)
     np.testing.assert_array_equal(counts.sum(-1), h * w)
     np.testing.assert_allclose(np.asarray(areas).sum(-1), 1.0, atol=1e-6)
@@ -290,11 +298,20 @@ def test_partition_points_are_iid_uniform():
   At n = 48000 the 1e-4 KS critical value is 2.0/sqrt(n) ~ 0.009; points snapped to integers
   (D ~ 1/size = 0.03) or drawn in [0, size-1) (D ~ 0.03) fail it.
   """
-  h, w, k, draws = 24, 32, 4, 8000
+  h, w, k, draws, b = 24, 32, 4, 8000, 6
   mixer = mixing.get('storm', k=k)
-  params = jax.jit(jax.vmap(lambda key: mixer.sample(key, (2, h, w, 1))))(
+  params = jax.jit(jax.vmap(lambda key: mixer.sample(key, (b, h, w, 1))))(
       jax.random.split(jax.random.key(1), draws))
   ph, pw = np.asarray(params['points_h']), np.asarray(params['points_w'])
+  perms = np.asarray(params['perms'])  # k^2 independent uniform permutations per draw
+  assert perms.shape == (draws, k * k, b) and perms.dtype == np.int32
+  np.testing.assert_array_equal(np.sort(perms, -1), np.broadcast_to(np.arange(b), perms.shape))
+  assert all(len({p.tobytes() for p in draw}) > 1 for draw in perms[:100])
+  # P(perm[t, 0] = d) = 1/b for every tile and donor: a chi-square over the b*k^2 cells.
+  counts = np.stack([np.bincount(perms[:, t, 0], minlength=b) for t in range(k * k)])
+  chi2 = ((counts - draws / b) ** 2 / (draws / b)).sum()
+  dof = k * k * (b - 1)
+  assert chi2 < dof + 6 * math.sqrt(2 * dof), chi2
   assert ph.shape == pw.shape == (draws, k - 1)
   assert (np.diff(ph, axis=-1) >= 0).all() and (np.diff(pw, axis=-1) >= 0).all()
   assert (ph >= 0).all() and (ph < h).all() and (pw >= 0).all() and (pw < w).all()
@@ -310,10 +327,9 @@ def test_partition_points_are_iid_uniform():
 def test_distinct_points_uniform_over_integers():
   """'distinct': k-1 different integers in {1..W-1}, each value equally likely (chi-square)."""
   w, k, draws = 12, 4, 6000
-  mixer = mixing.get('storm', k=k, points='distinct')
-  params = jax.jit(jax.vmap(lambda key: mixer.sample(key, (2, 6, w, 1))))(
-      jax.random.split(jax.random.key(2), draws))
-  pw = np.asarray(params['points_w'])
+  pw = np.asarray(jax.jit(storm.sample_points, static_argnums=(1, 2, 3, 4))(
+      jax.random.key(2), w, k - 1, 'distinct', (draws,)))
+  assert pw.shape == (draws, k - 1)
   assert (pw == np.round(pw)).all() and (pw >= 1).all() and (pw <= w - 1).all()
   assert (np.diff(pw, axis=-1) > 0).all()  # strictly increasing: no empty band
   counts = np.bincount(pw.astype(int).ravel(), minlength=w)[1:]
@@ -321,17 +337,19 @@ def test_distinct_points_uniform_over_integers():
   chi2 = ((counts - expected) ** 2 / expected).sum()
   dof = w - 2
   assert chi2 < dof + 6 * math.sqrt(2 * dof), chi2  # p < 1e-5 by a normal approximation
-  area = np.asarray(jax.vmap(lambda p: storm.tile_areas(p, 6, w))(params))
-  assert (area > 0).all()
+  # Every pair p_1 < p_2 < W - 1 (room is left for p_3) occurs: (w-2 choose 2) of them.
+  pairs = {tuple(p) for p in pw[:, :2].astype(int)}
+  assert len(pairs) == (w - 2) * (w - 3) // 2
+  params = {'perms': jnp.zeros((k * k, 1), jnp.int32), 'points_h': jnp.asarray(pw),
+            'points_w': jnp.asarray(pw)}
+  assert (np.asarray(storm.tile_areas(params, w, w)) > 0).all()
 
 
 def test_expected_tile_area_follows_ceil_rule():
   """k=2: E[width of column 0] = E[ceil(U * W)] = (W + 1) / 2 (floor would give (W - 1) / 2)."""
   h, w, draws = 8, 10, 20000
-  mixer = mixing.get('storm', k=2)
-  area = jax.jit(jax.vmap(lambda key: storm.tile_areas(mixer.sample(key, (2, h, w, 1)), h, w)))(
-      jax.random.split(jax.random.key(3), draws))
-  mean_area = np.asarray(area)[:, 0].mean(0)  # [T]
+  area = jax.jit(_draw_areas, static_argnums=(1, 2, 3, 4))(jax.random.key(3), draws, h, w, 2)
+  mean_area = np.asarray(area).mean(0)  # [T]
   ew, eh = (w + 1) / 2 / w, (h + 1) / 2 / h
   np.testing.assert_allclose(mean_area, [ew * eh, ew * (1 - eh), (1 - ew) * eh,
                                          (1 - ew) * (1 - eh)], atol=0.006)
@@ -369,15 +387,12 @@ def _jit_sample(mixer, key, shape):
 def test_per_batch_vs_per_example_sharing():
   b, h, w, k = 8, 16, 24, 3
   shape = (b, h, w, 1)
-  batch = _jit_sample(mixing.get('storm', k=k), jax.random.key(0), shape)
-  perms = np.asarray(batch['perms'])  # k^2 independent permutations
-  assert perms.shape == (k * k, b) and perms.dtype == np.int32
-  for p in perms:
-    np.testing.assert_array_equal(np.sort(p), np.arange(b))
-  assert len({tuple(p) for p in perms}) == k * k
+  batch = jax.eval_shape(lambda key: mixing.get('storm', k=k).sample(key, shape),
+                         jax.random.key(0))
+  assert batch['perms'].shape == (k * k, b)
   assert batch['lam'].shape == (k * k,)
   assert batch['points_h'].shape == batch['points_w'].shape == (k - 1,)
-  assert storm.tile_map(batch, h, w).shape == (1, h, w)
+  assert jax.eval_shape(lambda p: storm.tile_map(p, h, w), batch).shape == (1, h, w)
   mixer = mixing.get('storm', k=k, granularity='example')
   example = _jit_sample(mixer, jax.random.key(0), shape)
   assert example['lam'].shape == (b, k * k)
@@ -388,10 +403,11 @@ def test_per_batch_vs_per_example_sharing():
   # Output b of a per-example mix == output b of a per-batch mix with example b's draws.
   x, y = _data(shape)
   x_mix, y_mix = jax.jit(mixer.apply)(example, x, y)
+  apply = jax.jit(storm.apply)
   for s in range(b):
     row = {'lam': example['lam'][s], 'perms': example['perms'],
            'points_h': example['points_h'][s], 'points_w': example['points_w'][s]}
-    xs, ys = storm.apply(row, x, y)
+    xs, ys = apply(row, x, y)
     np.testing.assert_allclose(x_mix[s], xs[s], atol=1e-6)
     np.testing.assert_allclose(y_mix[s], ys[s], atol=1e-6)
 
@@ -422,24 +438,23 @@ def test_k1_is_mixup_bit_exactly(granularity, jit):
                                atol=1e-6)
 
 
-@JIT
+@pytest.mark.parametrize('jit', [True], ids=['jit'])
 def test_tied_lambdas_and_donors_is_mixup(jit):
   """All lam_t = lam and all perms_t = perm => Mixup, whatever the partition."""
-  shape = (6, 20, 28, 3)
+  shape = SHAPES[0]
   x, y = _data(shape)
   params = _np_params(0, shape, 3)
   params['lam'] = jnp.full((9,), 0.3)
-  params['perms'] = jnp.broadcast_to(params['perms'][4], (9, 6))
+  params['perms'] = jnp.broadcast_to(params['perms'][4], (9, shape[0]))
   x_mix, y_mix = _maybe_jit(storm.apply, jit)(params, x, y)
   rx, ry = mixing.get('mixup').apply({'lam': jnp.float32(0.3), 'perm': params['perms'][0]}, x, y)
   np.testing.assert_allclose(x_mix, rx, atol=1e-6)
   np.testing.assert_allclose(y_mix, ry, atol=1e-6)
 
 
-@JIT
-@pytest.mark.parametrize('k', [2, 3, 4])
+@pytest.mark.parametrize('k,jit', [(2, False), (2, True), (3, True), (5, True)])
 def test_equispaced_points_are_region_mixup_bit_exactly(k, jit):
-  shape = (5, 30, 44, 3)  # k does not divide 30 or 44 for k = 4: the floor rule matters
+  shape = SHAPES[0]  # k = 5 divides neither 32 nor 48: the floor rule matters
   x, y = _data(shape)
   storm_mixer, region = mixing.get('storm', k=k), mixing.get('region_mixup', k=k)
   params = _np_params(k, shape, k)
@@ -475,16 +490,16 @@ def test_identity_perms_is_noop(hp, jit):
 
 
 def test_batch_of_one_is_identity():
-  x, y = _data((1, 8, 12, 3))
-  x_mix, y_mix = jax.jit(functools.partial(mixing.storm, k=3))(jax.random.key(0), x, y)
+  x, y = _data(SHAPES[1])
+  x_mix, y_mix = jax.jit(storm.apply)(_np_params(0, x.shape, 3), x, y)
   np.testing.assert_array_equal(x_mix, x)
   np.testing.assert_allclose(y_mix, y, atol=1e-6)
 
 
-@JIT
-@pytest.mark.parametrize('lam_value', [0.0, 1.0, 1e-8, 1 - 1e-7])
+@pytest.mark.parametrize('lam_value,jit', [(0.0, False), (0.0, True), (1.0, True), (1e-8, True),
+                                           (1 - 1e-7, True)])
 def test_extreme_lambdas(lam_value, jit):
-  shape = (8, 16, 16, 3)
+  shape = SHAPES[0]
   x, y = _data(shape)
   params = _np_params(2, shape, 2)
   params['lam'] = jnp.full((4,), lam_value, jnp.float32)
@@ -495,16 +510,6 @@ def test_extreme_lambdas(lam_value, jit):
   np.testing.assert_allclose(y_mix, ry, atol=1e-6)
 
 
-def test_tiny_beta_no_nan():
-  x, y = _identity_batch(8, 10, 14)
-  mixer = mixing.get('storm', k=3, beta=1e-3, granularity='example')
-  for seed in range(3):
-    x_mix, y_mix = jax.jit(mixer.__call__)(jax.random.key(seed), x, y)
-    assert np.isfinite(np.asarray(x_mix)).all() and np.isfinite(np.asarray(y_mix)).all()
-    np.testing.assert_allclose(np.asarray(y_mix).sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(y_mix, np.asarray(x_mix, np.float64).mean((1, 2)), atol=1e-6)
-
-
 def test_other_dtypes_and_channels():
   x, y = _data((4, 10, 6, 1))
   mixer = mixing.get('storm', k=2)
@@ -513,33 +518,27 @@ def test_other_dtypes_and_channels():
   assert y_mix.dtype == jnp.float32
 
 
-def test_determinism():
+def test_determinism_and_no_retrace():
+  """T12: same key => same output, other key => other draws; one trace for every key."""
   x, y = _data((8, 16, 20, 3))
   mixer = mixing.get('storm', k=3)
-  call = jax.jit(mixer.__call__)
-  a = call(jax.random.key(11), x, y)
-  b = call(jax.random.key(11), x, y)
-  c = call(jax.random.key(12), x, y)
-  np.testing.assert_array_equal(a[0], b[0])
-  np.testing.assert_array_equal(a[1], b[1])
-  assert not np.array_equal(a[0], c[0])
-  pa, pc = (_jit_sample(mixer, jax.random.key(s), x.shape) for s in (11, 12))
-  for name in ('lam', 'perms', 'points_h', 'points_w'):
-    assert not np.array_equal(pa[name], pc[name]), name
-
-
-def test_no_retrace_across_keys():
-  x, y = _data((4, 8, 8, 3))
   traces = []
 
   @jax.jit
-  def step(key, x, y):
+  def run(key, x, y):
     traces.append(1)
-    return mixing.get('storm', k=3)(key, x, y)
+    params = mixer.sample(key, x.shape)
+    return params, mixer.apply(params, x, y)
 
-  for seed in range(3):
-    step(jax.random.key(seed), x, y)
+  pa, a = run(jax.random.key(11), x, y)
+  _, b = run(jax.random.key(11), x, y)
+  pc, c = run(jax.random.key(12), x, y)
   assert len(traces) == 1
+  np.testing.assert_array_equal(a[0], b[0])
+  np.testing.assert_array_equal(a[1], b[1])
+  assert not np.array_equal(a[0], c[0])
+  for name in ('lam', 'perms', 'points_h', 'points_w'):
+    assert not np.array_equal(pa[name], pc[name]), name
 
 
 def test_loss_is_clean_plus_mixed_cross_entropy():
@@ -551,7 +550,7 @@ def test_loss_is_clean_plus_mixed_cross_entropy():
   for name in ('storm', 'region_mixup'):
     mixer = mixing.get(name)
     assert mixer.clean_loss_weight == 1.0
-    x_mix, y_mix = mixer.apply(_np_params(1, x.shape, 2), x, y)
+    x_mix, y_mix = jax.jit(mixer.apply)(_np_params(1, x.shape, 2), x, y)
     loss = mixing.mixed_objective(f(x_mix), y_mix, f(x), y,
                                   clean_weight=mixer.clean_loss_weight)
 
