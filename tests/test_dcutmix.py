@@ -25,11 +25,10 @@ NUM_SEEDS = 8
 
 # (shape, K, alpha): B = 1, odd B, non-square 32x48 and C != 3, K from 2 to 5.
 CONFIGS = pytest.mark.parametrize('shape,K,alpha', [
-    ((1, 8, 12, 2), 3, 1.0),
+    ((1, 8, 12, 2), 2, 1.0),
     ((7, 8, 12, 1), 5, 0.2),
-    ((8, 32, 48, 3), 2, 1.0),
-    ((8, 32, 48, 3), 4, 1.0),
-], ids=['b1-K3', 'b7-K5', 'b8-32x48-K2', 'b8-32x48-K4'])
+    ((8, 32, 48, 3), 3, 1.0),
+], ids=['b1-K2', 'b7-K5', 'b8-32x48-K3'])
 
 
 def _identity_batch(b, h, w):
@@ -304,40 +303,36 @@ def test_sampler_distribution():
 
 def test_tiny_alpha_is_finite_for_both():
   """PITFALLS: tiny α puts (almost) all mass on one image; no NaN; labels still shares."""
-  shape = (6, 8, 12, 6)
-  x, y = _identity_batch(6, 8, 12)
-  sample = jax.jit(jax.vmap(functools.partial(dc.sample_dcutmix, shape=shape, K=5, alpha=1e-3)))
-  params = sample(jax.random.split(jax.random.key(0), NUM_SEEDS))
+  b = 40
+  x, y = _identity_batch(b, 8, 12)
+  params = jax.jit(lambda k: dc.sample_dcutmix(k, x.shape, K=5, alpha=1e-3))(jax.random.key(0))
   phi = np.asarray(params['phi'])
   assert np.isfinite(phi).all()
   np.testing.assert_allclose(phi.sum(-1), 1.0, atol=1e-6)
   assert (phi.max(-1) > 0.99).mean() > 0.9  # the draws are (nearly) one-hot
   for apply in (dc.apply_dcutmix, dc.apply_dmixup):
-    x_mix, y_mix = _apply_many(apply, params, x, y)
+    x_mix, y_mix = jax.jit(apply)(params, x, y)
     chex.assert_tree_all_finite((x_mix, y_mix))
     np.testing.assert_allclose(y_mix.sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(x_mix.mean((2, 3)), y_mix, atol=1e-5)
+    np.testing.assert_allclose(x_mix.mean((1, 2)), y_mix, atol=1e-5)
 
 
 def test_determinism_and_plain_functions():
-  """T12: same key -> same output, other key -> other output; plain fns == registry."""
-  x = jax.random.normal(jax.random.key(0), (8, 8, 12, 3))
-  y = jax.nn.one_hot(jnp.arange(8), 8)
-  m_cut, m_mix = mixing.get('dcutmix', K=3), mixing.get('dmixup', K=3)
+  """T12: same key -> same output, other key -> other output; plain fns forward hparams."""
+  b = 8
+  x, y = _identity_batch(b, 8, 12)
 
   @jax.jit
-  def run(key_a, key_b):  # two keys with the same value: the key-reuse checker is on
-    ka1, ka2 = jax.random.split(key_a)
-    kb1, kb2 = jax.random.split(key_b)
-    return (m_cut(ka1, x, y), mixing.dcutmix(kb1, x, y, K=3),
-            m_mix(ka2, x, y), mixing.dmixup(kb2, x, y, K=3))
+  def run(key):
+    k1, k2 = jax.random.split(key)
+    return mixing.dcutmix(k1, x, y, K=4), mixing.dmixup(k2, x, y, K=1)
 
-  a = run(jax.random.key(1), jax.random.key(1))
-  chex.assert_trees_all_equal(a, run(jax.random.key(1), jax.random.key(1)))
-  chex.assert_trees_all_equal(a[0], a[1])
-  chex.assert_trees_all_equal(a[2], a[3])
-  c = run(jax.random.key(2), jax.random.key(2))
-  assert not np.array_equal(a[0][0], c[0][0]) and not np.array_equal(a[2][0], c[2][0])
+  a = run(jax.random.key(1))
+  chex.assert_trees_all_equal(a, run(jax.random.key(1)))
+  assert not np.array_equal(a[0][0], run(jax.random.key(2))[0][0])
+  np.testing.assert_allclose(a[0][0].mean((1, 2)), a[0][1], atol=1e-6)
+  assert ((np.asarray(a[0][1]) > 0).sum(-1) > 3).any()  # K=4 reached the op: up to 4 sources
+  chex.assert_trees_all_equal(a[1], (x, y))  # K=1 reached the op: identity
 
 
 @pytest.mark.parametrize('name', ['dcutmix', 'dmixup'])
