@@ -13,6 +13,8 @@ epoch sees each example exactly once. Augmentation randomness is a stateless fun
 Eval stream. Each process reads its contiguous slice (sizes differ by at most one), in order,
 padded to `num_eval_batches` full batches; `mask` is False on padding (whose image and label
 are zeros), so metrics summed with the mask are exact and independent of the batch size.
+With `with_boxes=True` (WSOL) it also carries each example's ground-truth boxes, mapped
+through the same resize / centre crop as its pixels (`eval_boxes`) and padded to K slots.
 
 Images leave the pipeline as uint8 [b, H, W, C] and labels as int32 [b]; normalisation
 `(x / 255 - mean) / std` and mixing happen on device inside the train step.
@@ -26,6 +28,7 @@ from typing import Iterator
 import jax
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from storm_jax.data import info as info_lib
 from storm_jax.data import sources
@@ -151,15 +154,21 @@ def _random_resized_crop(image_bytes: tf.Tensor, seed: tf.Tensor, height: int, w
   return out
 
 
+def _centre_crop_geometry(image_hw: tf.Tensor, size_h: int, size_w: int,
+                          crop_fraction: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(resized [2] int32 (h, w), top, left) of `_resize_centre_crop` for an image of image_hw."""
+  target = tf.cast(round(min(size_h, size_w) / crop_fraction), tf.float32)
+  shape = tf.cast(image_hw, tf.float32)
+  scale = target / tf.reduce_min(shape)
+  new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), [size_h, size_w])
+  return new, (new[0] - size_h) // 2, (new[1] - size_w) // 2
+
+
 def _resize_centre_crop(image: tf.Tensor, size_h: int, size_w: int,
                         crop_fraction: float) -> tf.Tensor:
   """Shorter side to size / crop_fraction (256 for 224), then the central size_h x size_w."""
-  target = tf.cast(round(min(size_h, size_w) / crop_fraction), tf.float32)
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
-  scale = target / tf.reduce_min(shape)
-  new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), [size_h, size_w])
+  new, top, left = _centre_crop_geometry(tf.shape(image)[:2], size_h, size_w, crop_fraction)
   image = _resize(image, new[0], new[1])
-  top, left = (new[0] - size_h) // 2, (new[1] - size_w) // 2
   image = image[top:top + size_h, left:left + size_w]
   image.set_shape([size_h, size_w, image.shape[-1]])
   return image
@@ -202,11 +211,125 @@ def train_transform(image_bytes: tf.Tensor, seed: tf.Tensor, *, augment: str,
 def eval_transform(image_bytes: tf.Tensor, info: info_lib.DatasetInfo,
                    stored_hw: tuple[int, int] | None = None) -> tf.Tensor:
   """Encoded image -> uint8 [H, W, C]: resize + centre crop (natural photos) or as is."""
-  h, w, c = info.image_shape
-  image = _decode(image_bytes, c)
+  return _eval_image(_decode(image_bytes, info.image_shape[2]), info, stored_hw)
+
+
+def _eval_image(image: tf.Tensor, info: info_lib.DatasetInfo,
+                stored_hw: tuple[int, int] | None = None) -> tf.Tensor:
+  """Decoded uint8 [h, w, C] -> the eval image uint8 [H, W, C] (see `eval_transform`)."""
+  h, w, _ = info.image_shape
   if info.eval_resize:
     return _resize_centre_crop(image, h, w, info.eval_crop_fraction)
   return _fit(image, h, w, stored_hw)
+
+
+def eval_boxes(boxes: tf.Tensor, image_hw: tf.Tensor, info: info_lib.DatasetInfo,
+               max_boxes: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """Ground-truth boxes of a stored image -> pixel boxes of its eval image (`eval_transform`).
+
+  A box is mapped through the same geometry as the pixels: scaled by (resized / stored) size
+  per axis, shifted by the centre-crop offset (`eval_resize` datasets) or scaled to the output
+  size (others; the identity for Tiny-ImageNet's 64x64 images), then clipped to the image.
+  Continuous edges [X0, X1) become the inclusive integer pixels [round(X0), round(X1) - 1]
+  that `evaluation.box_iou` expects: exact for tfds boxes made from inclusive pixel corners
+  (Tiny-ImageNet stores (x1 + 1) / 64) under the identity. Co-Mixup instead truncates the
+  clipped edges to int and measures IoU with exclusive widths; the two differ by < 1 pixel.
+
+  Args:
+    boxes: [n, 4] float tfds BBoxFeature values (ymin, xmin, ymax, xmax) in [0, 1] of the
+      stored image.
+    image_hw: [2] int (height, width) of the decoded stored image.
+    info: the dataset's info (image_shape, eval_resize, eval_crop_fraction).
+    max_boxes: K, the fixed number of box slots (extra boxes are dropped, missing ones padded).
+
+  Returns:
+    (pixel boxes int32 [K, 4] as [x_min, y_min, x_max, y_max] inclusive, valid bool [K]);
+    a slot is invalid when it is padding or its box does not intersect the eval image (it
+    then holds zeros).
+  """
+  h, w, _ = info.image_shape
+  boxes = tf.cast(tf.reshape(boxes, [-1, 4])[:max_boxes], tf.float64)
+  if info.eval_resize:
+    new, top, left = _centre_crop_geometry(image_hw, h, w, info.eval_crop_fraction)
+    scale = tf.cast(tf.stack([new[0], new[1], new[0], new[1]]), tf.float64)
+    offset = tf.cast(tf.stack([top, left, top, left]), tf.float64)
+  else:
+    scale, offset = tf.constant([h, w, h, w], tf.float64), tf.zeros([4], tf.float64)
+  edges = tf.clip_by_value(boxes * scale - offset, 0.0, tf.constant([h, w, h, w], tf.float64))
+  y0, x0, y1, x1 = tf.unstack(edges, axis=-1)
+  valid = tf.logical_and(y1 > y0, x1 > x0)
+  lo = tf.minimum(tf.round(tf.stack([x0, y0], -1)), [w - 1, h - 1])
+  hi = tf.maximum(tf.round(tf.stack([x1, y1], -1)) - 1, lo)
+  pixels = tf.cast(tf.concat([lo, hi], -1), tf.int32) * tf.cast(valid, tf.int32)[:, None]
+  pad = max_boxes - tf.shape(pixels)[0]
+  pixels = tf.pad(pixels, [[0, pad], [0, 0]])
+  valid = tf.pad(valid, [[0, pad]])
+  pixels.set_shape([max_boxes, 4])
+  valid.set_shape([max_boxes])
+  return pixels, valid
+
+
+# ----------------------------------------------------------------------------- boxes
+
+# Box slots of datasets with a variable number of boxes per image (tfds Sequence features).
+DEFAULT_MAX_BOXES = 32
+
+
+def box_feature(name: str, *, data_dir: str | None = None) -> tuple[str, ...]:
+  """Where dataset `name` keeps its ground-truth boxes (for WSOL), without reading any data.
+
+  Returns:
+    ('bbox',) for one tfds BBoxFeature per image (tiny_imagenet, caltech_birds2011, cars196),
+    or (key, 'bbox') for a Sequence of boxes (e.g. ('objects', 'bbox')).
+
+  Raises:
+    ValueError: the dataset has no bounding-box feature (e.g. digits, CIFAR, image folders,
+      and tfds' imagenet2012, whose validation split carries no boxes), naming the dataset.
+  """
+  info = info_lib.get_info(name, data_dir=data_dir)
+  features = {}
+  if not info.name.startswith('image_folder:'):
+    features = sources.builder(info.tfds_name, data_dir).info.features
+  single, nested = [], []
+  for key, feature in features.items():
+    if isinstance(feature, tfds.features.BBoxFeature):
+      single.append((key,))
+    elif isinstance(feature, tfds.features.Sequence):
+      inner = feature.feature
+      if isinstance(inner, tfds.features.BBoxFeature):
+        nested.append((key,))
+      elif isinstance(inner, tfds.features.FeaturesDict):
+        nested += [(key, k) for k, f in inner.items() if isinstance(f, tfds.features.BBoxFeature)]
+  found = sorted(single, key=lambda p: p != ('bbox',)) + nested
+  if not found:
+    raise ValueError(
+        f'dataset {name!r} ({info.tfds_name}) has no bounding-box feature, so it cannot be '
+        'used with boxes (WSOL); datasets with boxes: tiny_imagenet, caltech_birds2011, '
+        'cars196 (tfds imagenet2012 has no boxes for its validation split).')
+  return found[0]
+
+
+def _box_parser(name: str, data_dir: str | None, max_boxes: int | None):
+  """(record -> [n, 4] float32 normalised boxes, number of box slots K) of dataset `name`."""
+  path = box_feature(name, data_dir=data_dir)
+  info = info_lib.get_info(name, data_dir=data_dir)
+  features = sources.builder(info.tfds_name, data_dir).info.features
+  sequence = isinstance(features[path[0]], tfds.features.Sequence)
+  if max_boxes is None:
+    max_boxes = DEFAULT_MAX_BOXES if sequence else 1
+  if isinstance(max_boxes, bool) or not isinstance(max_boxes, int) or max_boxes < 1:
+    raise ValueError(f'max_boxes={max_boxes!r}: expected a positive int (or None).')
+  # A FeaturesDict of only the box feature parses just its keys of the stored tf.Example.
+  sub = tfds.features.FeaturesDict({path[0]: features[path[0]]})
+  if len(path) == 2:
+    sub = tfds.decode.PartialDecoding({path[0]: {path[1]: True}}).extract_features(sub)
+
+  def parse(record):
+    out = sub.deserialize_example(record)
+    for key in path:
+      out = out[key]
+    return tf.reshape(tf.cast(out, tf.float32), [-1, 4])
+  return parse, max_boxes
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -341,9 +464,12 @@ def num_eval_batches(name: str, *, global_batch_size: int, split: str | None = N
 
 def make_eval_dataset(name: str, *, global_batch_size: int, split: str | None = None,
                       data_dir: str | None = None, image_size: int | None = None,
-                      process_index: int | None = None, process_count: int | None = None
+                      process_index: int | None = None, process_count: int | None = None,
+                      with_boxes: bool = False, max_boxes: int | None = None
                       ) -> tuple[tf.data.Dataset, info_lib.DatasetInfo]:
   """The eval tf.data pipeline behind `eval_iterator` (same arguments) and its info."""
+  if with_boxes:  # before the dataset is opened (or prepared)
+    parse_boxes, max_boxes = _box_parser(name, data_dir, max_boxes)
   info, source, index, count, b, num_batches = _eval_setup(
       name, global_batch_size, split, data_dir, image_size, process_index, process_count)
   total = source.num_examples
@@ -357,9 +483,16 @@ def make_eval_dataset(name: str, *, global_batch_size: int, split: str | None = 
 
   def example(mask, record):
     image_bytes, label = source.parse(record)
-    image = eval_transform(image_bytes, info, source.image_hw)
-    return {'image': image * tf.cast(mask, tf.uint8), 'label': label * tf.cast(mask, tf.int32),
-            'mask': mask}
+    if not with_boxes:
+      image = eval_transform(image_bytes, info, source.image_hw)
+      return {'image': image * tf.cast(mask, tf.uint8),
+              'label': label * tf.cast(mask, tf.int32), 'mask': mask}
+    decoded = _decode(image_bytes, info.image_shape[2])
+    boxes, box_mask = eval_boxes(parse_boxes(record), tf.shape(decoded)[:2], info, max_boxes)
+    box_mask = tf.logical_and(box_mask, mask)
+    return {'image': _eval_image(decoded, info, source.image_hw) * tf.cast(mask, tf.uint8),
+            'label': label * tf.cast(mask, tf.int32), 'mask': mask,
+            'boxes': boxes * tf.cast(box_mask, tf.int32)[:, None], 'box_mask': box_mask}
 
   ds = tf.data.Dataset.range(num_batches * b)
   ds = ds.map(locate, num_parallel_calls=_AUTOTUNE, deterministic=True).batch(b)
@@ -371,8 +504,9 @@ def make_eval_dataset(name: str, *, global_batch_size: int, split: str | None = 
 
 def eval_iterator(name: str, *, global_batch_size: int, split: str | None = None,
                   data_dir: str | None = None, image_size: int | None = None,
-                  process_index: int | None = None,
-                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                  process_index: int | None = None, process_count: int | None = None,
+                  with_boxes: bool = False,
+                  max_boxes: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """One pass over an eval split: every example exactly once, over all processes.
 
   Args:
@@ -383,18 +517,26 @@ def eval_iterator(name: str, *, global_batch_size: int, split: str | None = None
     image_size: override of the (square) output image size.
     process_index: this process (default jax.process_index()).
     process_count: number of processes (default jax.process_count()).
+    with_boxes: also yield the ground-truth boxes of each example (WSOL), in pixels of the
+      emitted image (`eval_boxes`: the same resize / centre crop as the image).
+    max_boxes: box slots K per example with boxes (default 1 for one box per image,
+      `DEFAULT_MAX_BOXES` for datasets with a sequence of boxes; extra boxes are dropped).
 
   Returns:
     Iterator of `num_eval_batches(...)` batches {'image': uint8 [b, H, W, C], 'label': int32
-    [b], 'mask': bool [b]}; mask is False on padding (image and label zero there).
+    [b], 'mask': bool [b]}; mask is False on padding (image and label zero there). With
+    `with_boxes` also 'boxes': int32 [b, K, 4] ([x_min, y_min, x_max, y_max], inclusive
+    pixels) and 'box_mask': bool [b, K] (False on empty slots, boxes outside the centre crop
+    and padding examples; those boxes are zero).
 
   Raises:
     DatasetNotFoundError: the dataset is not available locally.
-    ValueError: bad arguments.
+    ValueError: bad arguments, or `with_boxes` for a dataset without boxes (`box_feature`).
   """
   ds, _ = make_eval_dataset(
       name, global_batch_size=global_batch_size, split=split, data_dir=data_dir,
-      image_size=image_size, process_index=process_index, process_count=process_count)
+      image_size=image_size, process_index=process_index, process_count=process_count,
+      with_boxes=with_boxes, max_boxes=max_boxes)
   return ds.as_numpy_iterator()
 
 
