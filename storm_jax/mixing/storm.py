@@ -157,9 +157,11 @@ def tile_areas(params: dict[str, jax.Array], height: int, width: int) -> jax.Arr
   col_count = jnp.sum(cols[:, :, None] == bands, axis=1, dtype=jnp.int32)  # [.., k] (i)
   count = col_count[:, :, None] * row_count[:, None, :]  # [.., i, j]: exact integers
   count = count.reshape(count.shape[0], k * k)
-  # XLA rewrites `/ constant` as `* (1 / constant)`, which is not correctly rounded (a full
-  # tile of 30x44 pixels would get area 0.99999994); the barrier keeps a true division.
-  return count.astype(jnp.float32) / jax.lax.optimization_barrier(jnp.float32(height * width))
+  # XLA rewrites `a / broadcast(c)` as `a * (1 / c)`, which is not correctly rounded (a full
+  # tile of 30x44 pixels would get area 0.99999994, and k=1 would differ from Mixup); a
+  # full-shaped denominator behind a barrier keeps a true, correctly rounded division.
+  denominator = jnp.full(count.shape, height * width, jnp.float32)
+  return count.astype(jnp.float32) / jax.lax.optimization_barrier(denominator)
 
 
 def _per_tile(table: jax.Array, tiles: jax.Array) -> jax.Array:
