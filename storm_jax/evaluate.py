@@ -8,11 +8,20 @@ Writes to the workdir:
   eval_summary.md     the same as a markdown table, plus the per-corruption table
   reliability.png     the reliability diagram of the clean split
 
+  python -m storm_jax.evaluate --config=configs/tinyimagenet_storm.py --workdir=runs/tin_storm \
+      --wsol --fgsm_eps=
+
 Metrics: top-1/top-5 accuracy and error, NLL, ECE (10 equal-width bins by default) and the
 temperature-scaled ECE (T fitted on the evaluated split: an oracle temperature, see
 `evaluation.temperature_scaled_ece`), FGSM error at each epsilon (in 1/255 pixel units;
 normalisation inside the model, eval mode), optionally PGD error, and mCE over CIFAR-10-C /
-CIFAR-100-C (unnormalised, the corruption set configurable). The eval path never mixes.
+CIFAR-100-C (unnormalised, the corruption set configurable), and with `--wsol` the CAM
+weakly-supervised localisation accuracy (SPECS §14.6; `evaluation.wsol`): `wsol_loc_acc`
+(% of images whose CAM box has IoU >= 0.5 with a ground-truth box AND whose top-1 prediction
+is right) and `wsol_gt_known_loc_acc` (the IoU condition alone). WSOL needs a dataset with
+boxes (tiny_imagenet, caltech_birds2011, cars196; tfds imagenet2012 has no validation boxes).
+It runs batched on the eval transform (Co-Mixup: ImageNet val, batch 1, same transform); the
+CAM of padding examples is never looked at. The eval path never mixes.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import numpy as np
 
 from storm_jax import checkpointing
 from storm_jax import data
+from storm_jax.data import input_pipeline
 from storm_jax import evaluation
 from storm_jax import train
 
@@ -53,6 +63,13 @@ _CORRUPTIONS = flags.DEFINE_string(
     "corruption names, or '' for none.")
 _ECE_BINS = flags.DEFINE_integer('ece_bins', 10, 'ECE bins (10 as Co-Mixup; 15 as Guo et al.).')
 _SPLIT = flags.DEFINE_string('split', '', "Eval split ('' = the dataset's eval split).")
+_WSOL = flags.DEFINE_bool('wsol', False, 'Also CAM weakly-supervised localisation accuracy '
+                          '(needs a dataset with boxes, e.g. tiny_imagenet, caltech_birds2011).')
+_WSOL_CAM_THRESHOLD = flags.DEFINE_float(
+    'wsol_cam_threshold', 0.25, 'CAM binarisation threshold, a fraction of the max (0.25; '
+    'multi-mix Tab. VI fine-tuning uses 0.75).')
+# An image is localised when its box has IoU >= this with a ground-truth box (SPECS §14.6).
+WSOL_IOU = 0.5
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -62,12 +79,15 @@ def _host(x: jax.Array) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def _check_flags(fgsm_eps: Sequence[float], corruptions: str, dataset: str, ece_bins: int):
+def _check_flags(fgsm_eps: Sequence[float], corruptions: str, dataset: str, ece_bins: int,
+                 wsol_cam_threshold: float = 0.25):
   for eps in fgsm_eps:
     if not 0 < eps <= 255:
       raise ValueError(f'fgsm_eps={eps!r} must be in (0, 255] (units of 1/255).')
   if ece_bins < 1:
     raise ValueError(f'ece_bins={ece_bins!r} must be >= 1.')
+  if not 0 <= wsol_cam_threshold < 1:
+    raise ValueError(f'wsol_cam_threshold={wsol_cam_threshold!r} must be in [0, 1).')
   if corruptions and dataset not in ('cifar10', 'cifar100'):
     raise ValueError(f'corruptions={corruptions!r} needs dataset.name cifar10 or cifar100, got '
                      f'{dataset!r}.')
@@ -101,16 +121,28 @@ class _Evaluator:
     self.logits_fn = lambda variables: evaluation.normalized_logits_fn(
         self.model, variables, mean=mean, std=std)
     self._logits = jax.jit(lambda v, img: self.logits_fn(v)(img.astype(jnp.float32) / 255.0))
+    self._cams = jax.jit(self._logits_and_cams)
     self._attacks = {}
 
-  def _batches(self, dataset: str, split: str | None):
+  def _batches(self, dataset: str, split: str | None, with_boxes: bool = False):
     it = data.eval_iterator(
         dataset, global_batch_size=self.config.eval_batch_size, split=split,
         data_dir=train._opt(self.config.dataset.data_dir),  # pylint: disable=protected-access
         image_size=train._opt(self.config.dataset.image_size),  # pylint: disable=protected-access
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        with_boxes=with_boxes)
     for batch in it:
       yield data.to_global(batch, self.sharding)
+
+  def _logits_and_cams(self, variables, img):
+    """uint8 images [B, H, W, C] -> (logits [B, N], predicted-class CAMs uint8 [B, H, W])."""
+    mean = jnp.asarray(self.info.mean, jnp.float32)
+    std = jnp.asarray(self.info.std, jnp.float32)
+    x = (img.astype(jnp.float32) / 255.0 - mean) / std
+    logits, features = self.model.apply(variables, x, train=False, return_features=True)
+    cam = evaluation.class_activation_map(features, variables['params']['head']['kernel'],
+                                          jnp.argmax(logits, axis=-1))
+    return logits, evaluation.cam_to_uint8(cam, tuple(img.shape[1:3]))
 
   def predict(self, dataset: str, split: str | None = None):
     """Logits, labels of every valid example of the split (host numpy)."""
@@ -145,11 +177,36 @@ class _Evaluator:
       count += int(mask.sum())
     return wrong / count
 
+  def wsol(self, dataset: str, split: str | None, cam_threshold: float) -> tuple[float, float]:
+    """(top-1 localisation accuracy, GT-known localisation accuracy), fractions.
+
+    CAMs and uint8 maps are computed on device; the largest-component box and the IoU with
+    the valid ground-truth boxes on the host (`evaluation.wsol`).
+    """
+    loc, gt_known, count = 0, 0, 0
+    for batch in self._batches(dataset, split, with_boxes=True):
+      logits, cams = (_host(a) for a in self._cams(self.variables, batch['image']))
+      mask, labels = _host(batch['mask']), _host(batch['label'])
+      boxes, box_mask = _host(batch['boxes']), _host(batch['box_mask'])
+      top1 = np.argmax(logits, axis=-1) == labels
+      for i in np.flatnonzero(mask):
+        box = evaluation.largest_component_box(cams[i], threshold=cam_threshold)
+        gt = boxes[i][box_mask[i]]  # no valid box (all outside the crop): not localised
+        hit = gt.size > 0 and float(np.max(evaluation.box_iou(box, gt))) >= WSOL_IOU
+        gt_known += int(hit)
+        loc += int(hit and top1[i])
+        count += 1
+    return loc / count, gt_known / count
+
 
 def evaluate(config, workdir: str, *, fgsm_eps: Sequence[float] = (4, 8), pgd: bool = False,
              pgd_eps: float = 4.0, pgd_step: float = 2.0, pgd_steps: int = 20,
-             corruptions: str = '', ece_bins: int = 10, split: str = '') -> dict[str, Any]:
+             corruptions: str = '', ece_bins: int = 10, split: str = '', wsol: bool = False,
+             wsol_cam_threshold: float = 0.25) -> dict[str, Any]:
   """Computes every metric for the latest checkpoint of `workdir` and writes them there.
+
+  Args (beyond the flags of the same names): `wsol` adds 'wsol_loc_acc' and
+  'wsol_gt_known_loc_acc' (%) with CAM threshold `wsol_cam_threshold` (SPECS §14.6).
 
   Returns:
     The metrics dict (also merged into `workdir/eval_metrics.json`).
@@ -158,8 +215,11 @@ def evaluate(config, workdir: str, *, fgsm_eps: Sequence[float] = (4, 8), pgd: b
     ValueError: a bad flag or config (before anything is restored or compiled).
   """
   train.validate_config(config)
-  _check_flags(fgsm_eps, corruptions, config.dataset.name, ece_bins)
+  _check_flags(fgsm_eps, corruptions, config.dataset.name, ece_bins, wsol_cam_threshold)
   names = corruption_names(corruptions) if corruptions else ()
+  if wsol:  # ValueError naming the dataset if it has no boxes
+    data_dir = train._opt(config.dataset.data_dir)  # pylint: disable=protected-access
+    input_pipeline.box_feature(config.dataset.name, data_dir=data_dir)
   ev = _Evaluator(config, workdir)
   dataset, split = config.dataset.name, (split or None)
   logits, labels = ev.predict(dataset, split)
@@ -190,6 +250,12 @@ def evaluate(config, workdir: str, *, fgsm_eps: Sequence[float] = (4, 8), pgd: b
                           step_size=pgd_step / 255.0, num_steps=pgd_steps)
     metrics[f'pgd_err_{pgd_eps:g}'] = 100 * err
     logging.info('PGD eps=%g/255 (%d steps): error %.2f%%.', pgd_eps, pgd_steps, 100 * err)
+  if wsol:
+    loc, gt_known = ev.wsol(dataset, split, wsol_cam_threshold)
+    metrics.update(wsol_loc_acc=100 * loc, wsol_gt_known_loc_acc=100 * gt_known,
+                   wsol_cam_threshold=wsol_cam_threshold)
+    logging.info('WSOL (CAM threshold %g, IoU >= %g): top-1 loc %.2f%%, GT-known loc %.2f%%.',
+                 wsol_cam_threshold, WSOL_IOU, 100 * loc, 100 * gt_known)
   table = {}
   if names:
     errors = {}
@@ -241,7 +307,7 @@ def main(argv):
       _CONFIG.value, _WORKDIR.value, fgsm_eps=[float(e) for e in _FGSM_EPS.value],
       pgd=_PGD.value, pgd_eps=_PGD_EPS.value, pgd_step=_PGD_STEP.value,
       pgd_steps=_PGD_STEPS.value, corruptions=_CORRUPTIONS.value, ece_bins=_ECE_BINS.value,
-      split=_SPLIT.value)
+      split=_SPLIT.value, wsol=_WSOL.value, wsol_cam_threshold=_WSOL_CAM_THRESHOLD.value)
   print(json.dumps(metrics, indent=1, sort_keys=True))
 
 
