@@ -125,7 +125,7 @@ def hmix(key: jax.Array, x: jax.Array, y: jax.Array, **hparams) -> tuple[jax.Arr
 
   Args:
     key: a `jax.random.key`.
-    x: `[B, H, W, C]` float images (any H != W; axis 1 = height).
+    x: `[B, H, W, C]` float images (any H, W, C; axis 1 = height).
     y: `[B, N]` float32 soft labels.
     **hparams: `alpha=1.0`; `r=0.5` (box-area ratio in [0, 1]; CIFAR 0.5, ImageNet 0.75);
       `r_gamma=None` (if set, `r ~ Beta(r_gamma, r_gamma)` per batch as the paper allows and
