@@ -1,0 +1,189 @@
+r"""Throughput of every mixing op (sample + apply, jitted), against this machine's memcpy.
+
+For each method and batch shape it reports the median wall time of one jitted mixer call
+`(key, x, y) -> (x_mix, y_mix)` (a fresh key every call, as in training; compilation and
+two warm-up calls excluded; the minimum is reported too, as `min_ms`, because a shared
+machine inflates medians), and an effective bandwidth that counts only the minimum
+traffic of any two-source mix: read two images and write one per output image,
+`3 * B*H*W*C * 4` bytes (times K for multi-mix, which writes K outputs per input).
+
+Two references are measured in the same run, on an array of the same size:
+  * `memcpy_gbps`: `numpy.copyto(dst, x)` into a preallocated buffer (a plain memcpy,
+    2 * nbytes of traffic per call) — the ratio the target refers to;
+  * `xla_stream_gbps`: a jitted `x + 1.0` (2 * nbytes), XLA's own streaming floor on this
+    backend, which includes allocating a fresh output buffer (page faults for large
+    arrays) exactly as every mixer call does.
+Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument.
+
+  python -m experiments.bench_mixing                                 # everything
+  python -m experiments.bench_mixing --methods storm:k=2,storm:k=3,storm:k=4,region_mixup \
+      --sizes 128x32x32x3,100x64x64x3,64x224x224x3 --repeats 20 --out /tmp/bench.jsonl
+
+Output: one JSON object per line (stdout, and appended to --out), then a table on stderr.
+Timings are wall-clock on a possibly shared machine: the header line records the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from storm_jax import mixing
+
+DEFAULT_SIZES = '128x32x32x3,100x64x64x3,64x224x224x3'
+NUM_CLASSES = 100
+WARMUP = 2
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+  """'storm:k=3:beta=0.5' -> ('storm', {'k': 3, 'beta': 0.5})."""
+  name, *assignments = spec.split(':')
+  hparams = {}
+  for item in assignments:
+    key, _, value = item.partition('=')
+    try:
+      hparams[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      hparams[key] = value
+  return name, hparams
+
+
+def default_methods() -> list[str]:
+  specs = []
+  for name in mixing.names():
+    if name == 'none':
+      continue
+    specs.append(name)
+    if name == 'storm':
+      specs += ['storm:k=3', 'storm:k=4']
+  return specs
+
+
+def timings(fn, repeats: int) -> tuple[float, float]:
+  """(median, min) seconds of `fn(i)` over `repeats` calls after WARMUP calls."""
+  times = []
+  for i in range(WARMUP + repeats):
+    start = time.perf_counter()
+    fn(i)
+    if i >= WARMUP:
+      times.append(time.perf_counter() - start)
+  return statistics.median(times), min(times)
+
+
+def references(shape, repeats: int) -> dict:
+  x = np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float32))
+  dst = np.empty_like(x)
+  memcpy, _ = timings(lambda i: np.copyto(dst, x), repeats)
+  stream = jax.jit(lambda v: v + 1.0)
+  xj = jnp.asarray(x)
+  stream(xj).block_until_ready()
+  xla, _ = timings(lambda i: stream(xj).block_until_ready(), repeats)
+  return {'memcpy_gbps': 2 * x.nbytes / memcpy / 1e9,
+          'xla_stream_gbps': 2 * x.nbytes / xla / 1e9}
+
+
+def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
+  name, hparams = parse_method(spec)
+  row = {'method': spec, 'shape': 'x'.join(map(str, shape))}
+  if name not in mixing.names():
+    return {**row, 'skipped': f'{name!r} is not registered (yet): {", ".join(mixing.names())}'}
+  try:
+    mixer = mixing.get(name, **hparams)
+  except ValueError as e:
+    return {**row, 'skipped': f'bad spec: {e}'}
+  b, h, w, c = shape
+  kx, ky, ks, kc = jax.random.split(jax.random.key(1), 4)
+  x = jax.random.normal(kx, shape, jnp.float32)
+  y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, NUM_CLASSES), NUM_CLASSES)
+  extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
+
+  @jax.jit
+  def call(key, x, y, *saliency):
+    kw = {'saliency': saliency[0]} if saliency else {}
+    return mixer(key, x, y, **kw)
+
+  keys = jax.random.split(kc, WARMUP + repeats)
+  start = time.perf_counter()
+  try:
+    compiled = call.lower(keys[0], x, y, *extra).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    return {**row, 'skipped': f'{type(e).__name__}: {e}'[:300]}
+  compile_s = time.perf_counter() - start
+  seconds, best = timings(lambda i: jax.block_until_ready(compiled(keys[i], x, y, *extra)),
+                          repeats)
+  traffic = 3 * x.size * 4 * mixer.multiplicity
+  gbps = traffic / seconds / 1e9
+  return {**row, 'ms': round(seconds * 1e3, 3), 'min_ms': round(best * 1e3, 3),
+          'compile_s': round(compile_s, 2), 'gbps_at_min': round(traffic / best / 1e9, 3),
+          'gbps': round(gbps, 3), 'traffic_mb': round(traffic / 1e6, 2),
+          'ratio_memcpy': round(gbps / refs['memcpy_gbps'], 3),
+          'ratio_xla_stream': round(gbps / refs['xla_stream_gbps'], 3),
+          'memcpy_gbps': round(refs['memcpy_gbps'], 2),
+          'xla_stream_gbps': round(refs['xla_stream_gbps'], 2)}
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--methods', default=None,
+                      help='comma-separated name[:hparam=value...]; default: every method')
+  parser.add_argument('--sizes', default=DEFAULT_SIZES, help='comma-separated BxHxWxC')
+  parser.add_argument('--repeats', type=int, default=20, help='timed calls per case')
+  parser.add_argument('--out', default=None, help='also append the JSON lines to this file')
+  args = parser.parse_args(argv)
+  if args.repeats < 1:
+    raise ValueError(f'--repeats={args.repeats} must be >= 1.')
+  methods = args.methods.split(',') if args.methods else default_methods()
+  sizes = [tuple(int(d) for d in s.lower().split('x')) for s in args.sizes.split(',')]
+  for s in sizes:
+    if len(s) != 4:
+      raise ValueError(f'--sizes entry {s} must be BxHxWxC.')
+  out = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
+
+  def emit(record):
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out:
+      out.write(line + '\n')
+      out.flush()
+
+  emit({'header': True, 'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+        'cpu_count': os.cpu_count(), 'loadavg_1m': round(os.getloadavg()[0], 2),
+        'machine': platform.processor() or platform.machine(), 'repeats': args.repeats,
+        'memcpy': 'numpy.copyto into a preallocated array, 2*nbytes per call',
+        'xla_stream': 'jitted x + 1.0 (fresh output buffer), 2*nbytes per call',
+        'traffic': '3 * B*H*W*C * 4 bytes per output image (read 2, write 1)'})
+  rows = []
+  for shape in sizes:
+    refs = references(shape, args.repeats)
+    emit({'reference': True, 'shape': 'x'.join(map(str, shape)),
+          **{k: round(v, 2) for k, v in refs.items()}})
+    for spec in methods:
+      rows.append(bench_method(spec, shape, args.repeats, refs))
+      emit(rows[-1])
+  emit({'footer': True, 'loadavg_1m': round(os.getloadavg()[0], 2)})
+  if out:
+    out.close()
+
+  print(f'\n{"method":28s} {"shape":15s} {"ms":>9s} {"min ms":>9s} {"GB/s":>7s} {"/memcpy":>8s} '
+        f'{"/xla x+1":>9s}', file=sys.stderr)
+  for r in rows:
+    if 'skipped' in r:
+      print(f'{r["method"]:28s} {r["shape"]:15s} skipped: {r["skipped"][:60]}', file=sys.stderr)
+    else:
+      print(f'{r["method"]:28s} {r["shape"]:15s} {r["ms"]:9.3f} {r["min_ms"]:9.3f} '
+            f'{r["gbps"]:7.2f} {r["ratio_memcpy"]:8.2f} {r["ratio_xla_stream"]:9.2f}',
+            file=sys.stderr)
+
+
+if __name__ == '__main__':
+  main()
