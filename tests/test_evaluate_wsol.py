@@ -126,7 +126,8 @@ def test_sequence_box_features_are_padded_to_fixed_slots(monkeypatch):
       'image': np.zeros((8, 8, 3), np.uint8), 'label': 5,
       'objects': {'bbox': [tfds.features.BBox(0.0, 0.0, 0.5, 0.25),
                            tfds.features.BBox(0.5, 0.5, 1.0, 1.0)], 'label': [0, 2]}})
-  parse, k = input_pipeline._box_parser('imagenet2012', None, None)  # pylint: disable=protected-access
+  parse, k = input_pipeline._box_parser(  # pylint: disable=protected-access
+      'imagenet2012', None, None)
   assert k == input_pipeline.DEFAULT_MAX_BOXES
   norm = parse(tf.constant(record))
   info = dataclasses.replace(data.get_info('tiny_imagenet'), image_shape=(8, 8, 3))
@@ -198,13 +199,17 @@ def _config(data_dir: str):
   return config
 
 
-def _direct(config, workdir, threshold):
-  """WSOL accuracies recomputed with the storm_jax.evaluation functions, image by image."""
-  model, variables, info = train.restore_for_eval(config, workdir)
+def _direct(model, variables, data_dir, threshold):
+  """WSOL accuracies recomputed with the storm_jax.evaluation functions, image by image.
+
+  Returns:
+    (loc acc %, GT-known loc acc %, {index in _VAL: predicted class}).
+  """
+  info = data.get_info('tiny_imagenet')
   mean, std = jnp.asarray(info.mean), jnp.asarray(info.std)
-  loc, gt_known, preds = [], [], []
-  for batch in data.eval_iterator('tiny_imagenet', global_batch_size=4,
-                                  data_dir=config.dataset.data_dir, with_boxes=True):
+  loc, gt_known, preds = [], [], {}
+  for batch in data.eval_iterator('tiny_imagenet', global_batch_size=4, data_dir=data_dir,
+                                  with_boxes=True):
     x = (batch['image'] / 255.0 - mean) / std
     logits, features = model.apply(variables, x, train=False, return_features=True)
     pred = evaluation.predict_boxes(logits, features, variables['params']['head']['kernel'],
@@ -214,38 +219,35 @@ def _direct(config, workdir, threshold):
       gt = batch['boxes'][i][batch['box_mask'][i]]
       loc.append(evaluation.localization_correct(pred[i], gt, top1_correct=top1[i]))
       gt_known.append(evaluation.localization_correct(pred[i], gt, top1_correct=True))
-      preds.append((_which(batch['image'][i]), int(jnp.argmax(logits[i]))))
-  return 100 * np.mean(loc), 100 * np.mean(gt_known), dict(preds)
+      preds[_which(batch['image'][i])] = int(jnp.argmax(logits[i]))
+  return 100 * np.mean(loc), 100 * np.mean(gt_known), preds
 
 
 def test_evaluate_wsol_end_to_end(tiny_dirs, tmp_path):
   dir_a, dir_b = tiny_dirs
   workdir = str(tmp_path / 'run')
-  config = _config(dir_a)
-  train.train_and_evaluate(config, workdir)  # 2 steps on the 4 fake train images
-  # Labels that the model gets right for val images 0, 1, 2 and wrong for 3, 4, 5.
-  preds = _direct(config, workdir, 0.25)[2]
+  train.train_and_evaluate(_config(dir_a), workdir)  # 2 steps on the 4 fake train images
+  # The evaluator's WSOL pass (default CAM threshold) equals the direct computation.
+  ev = evaluate._Evaluator(_config(dir_a), workdir)  # pylint: disable=protected-access
+  loc, gt_known, preds = _direct(ev.model, ev.variables, dir_a, 0.25)
+  assert evaluate._WSOL_CAM_THRESHOLD.default == 0.25  # pylint: disable=protected-access
+  got = ev.wsol('tiny_imagenet', None, 0.25)
+  assert (100 * got[0], 100 * got[1]) == pytest.approx((loc, gt_known))
+  assert 0 <= loc <= gt_known <= 100
+
+  # Same images, labels the model gets right for val 0, 1, 2 and wrong for 3, 4, 5. CAM
+  # threshold 0 keeps every pixel above the CAM's minimum: the box is (almost) the whole
+  # image, which matches the whole-image boxes (val 0, 1, 3, 4), not the small ones (2, 5).
+  # Localised and right: val 0 and 1.
   wnids = tiny_imagenet.WNIDS
   _write_tiny(dir_b, [wnids[preds[i] if i < 3 else (preds[i] + 1) % 200] for i in range(6)])
-  config_b = _config(dir_b)
-
-  metrics = evaluate.evaluate(config_b, workdir, fgsm_eps=(), wsol=True)
-  assert metrics['top1_acc'] == pytest.approx(50.0)
-  loc, gt_known, _ = _direct(config_b, workdir, 0.25)
-  assert metrics['wsol_loc_acc'] == pytest.approx(loc)
-  assert metrics['wsol_gt_known_loc_acc'] == pytest.approx(gt_known)
-  assert 0 <= metrics['wsol_loc_acc'] <= metrics['wsol_gt_known_loc_acc'] <= 100
-  assert metrics['wsol_loc_acc'] <= metrics['top1_acc']
-  assert metrics['wsol_cam_threshold'] == 0.25
-
-  # Threshold 0 keeps every pixel above the CAM's minimum: the box is (almost) the whole
-  # image, which matches the whole-image boxes (val 0, 1, 3, 4) and not the small ones.
-  # Localised and right: val 0 and 1 only.
-  metrics = evaluate.evaluate(config_b, workdir, fgsm_eps=(), wsol=True,
+  metrics = evaluate.evaluate(_config(dir_b), workdir, fgsm_eps=(), wsol=True,
                               wsol_cam_threshold=0.0)
+  assert metrics['top1_acc'] == pytest.approx(50.0)
   assert metrics['wsol_gt_known_loc_acc'] == pytest.approx(100 * 4 / 6)
   assert metrics['wsol_loc_acc'] == pytest.approx(100 * 2 / 6)
-  loc, gt_known, _ = _direct(config_b, workdir, 0.0)
+  assert metrics['wsol_cam_threshold'] == 0.0
+  loc, gt_known, _ = _direct(ev.model, ev.variables, dir_b, 0.0)
   assert (metrics['wsol_loc_acc'], metrics['wsol_gt_known_loc_acc']) == pytest.approx(
       (loc, gt_known))
   summary = open(os.path.join(workdir, 'eval_summary.md')).read()
