@@ -21,9 +21,27 @@ from storm_jax.utils import metric_writers
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _compilation_cache(tmp_path_factory):
+  """Reuses compiled programs across this module's tests (and across resumed runs)."""
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
+  jax.config.update(names[1], 0)
+  jax.config.update(names[2], 0)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
+
+
 def _env(devices: int = 1) -> dict[str, str]:
   env = dict(os.environ)
   env['JAX_PLATFORMS'] = 'cpu'
+  # The straight, halted and resumed runs compile the same programs: compile them once.
+  env['JAX_COMPILATION_CACHE_DIR'] = jax.config.jax_compilation_cache_dir
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  env['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
   flags = [f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f]
   if devices > 1:
     flags.append(f'--xla_force_host_platform_device_count={devices}')

@@ -28,6 +28,20 @@ from storm_jax.utils import metric_writers
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _compilation_cache(tmp_path_factory):
+  """Reuses compiled programs across this module's tests (and across resumed runs)."""
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
+  jax.config.update(names[1], 0)
+  jax.config.update(names[2], 0)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
+
+
 def load_config(name: str, arg: str = ''):
   """Loads configs/<name>.py and calls get_config(arg), as --config=configs/<name>.py:<arg>."""
   import sys  # pylint: disable=g-import-not-at-top

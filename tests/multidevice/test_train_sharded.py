@@ -23,6 +23,20 @@ from storm_jax import train
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _compilation_cache(tmp_path_factory):
+  """Reuses compiled programs across this module's tests (and across resumed runs)."""
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
+  jax.config.update(names[1], 0)
+  jax.config.update(names[2], 0)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)
+
+
 def smoke_config(mix_name, hparams, **overrides):
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
