@@ -2,14 +2,13 @@ r"""Evaluates the latest checkpoint of a run: the papers' metrics (SPECS §14).
 
   python -m storm_jax.evaluate --config=configs/cifar100_preactresnet18.py:storm \
       --workdir=runs/c100_storm --fgsm_eps=4,8 --corruptions=all19
+  python -m storm_jax.evaluate --config=configs/tinyimagenet_storm.py --workdir=runs/tin_storm \
+      --wsol --fgsm_eps=
 
 Writes to the workdir:
   eval_metrics.json   every metric (accuracies, errors, ECE in %; merged with earlier results)
   eval_summary.md     the same as a markdown table, plus the per-corruption table
   reliability.png     the reliability diagram of the clean split
-
-  python -m storm_jax.evaluate --config=configs/tinyimagenet_storm.py --workdir=runs/tin_storm \
-      --wsol --fgsm_eps=
 
 Metrics: top-1/top-5 accuracy and error, NLL, ECE (10 equal-width bins by default) and the
 temperature-scaled ECE (T fitted on the evaluated split: an oracle temperature, see
@@ -20,8 +19,9 @@ weakly-supervised localisation accuracy (SPECS §14.6; `evaluation.wsol`): `wsol
 (% of images whose CAM box has IoU >= 0.5 with a ground-truth box AND whose top-1 prediction
 is right) and `wsol_gt_known_loc_acc` (the IoU condition alone). WSOL needs a dataset with
 boxes (tiny_imagenet, caltech_birds2011, cars196; tfds imagenet2012 has no validation boxes).
-It runs batched on the eval transform (Co-Mixup: ImageNet val, batch 1, same transform); the
-CAM of padding examples is never looked at. The eval path never mixes.
+Boxes go through the same resize / centre crop as the images (`data.eval_iterator(...,
+with_boxes=True)`); batching does not change the result (eval-mode BatchNorm; Co-Mixup used
+batch 1). The eval path never mixes.
 """
 
 from __future__ import annotations
@@ -184,8 +184,8 @@ class _Evaluator:
     the valid ground-truth boxes on the host (`evaluation.wsol`).
     """
     loc, gt_known, count = 0, 0, 0
-    for batch in self._batches(dataset, split, with_boxes=True):
-      logits, cams = (_host(a) for a in self._cams(self.variables, batch['image']))
+    for batch, out in self._one_ahead(self._batches(dataset, split, with_boxes=True)):
+      logits, cams = (_host(a) for a in out)
       mask, labels = _host(batch['mask']), _host(batch['label'])
       boxes, box_mask = _host(batch['boxes']), _host(batch['box_mask'])
       top1 = np.argmax(logits, axis=-1) == labels
@@ -197,6 +197,18 @@ class _Evaluator:
         loc += int(hit and top1[i])
         count += 1
     return loc / count, gt_known / count
+
+  def _one_ahead(self, batches):
+    """(batch, CAM outputs) pairs, dispatching the next batch's CAMs before yielding, so the
+    device works while the host extracts boxes."""
+    pending = None
+    for batch in batches:
+      out = self._cams(self.variables, batch['image'])  # asynchronous dispatch
+      if pending is not None:
+        yield pending
+      pending = (batch, out)
+    if pending is not None:
+      yield pending
 
 
 def evaluate(config, workdir: str, *, fgsm_eps: Sequence[float] = (4, 8), pgd: bool = False,
