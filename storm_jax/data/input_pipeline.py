@@ -280,12 +280,17 @@ def box_feature(name: str, *, data_dir: str | None = None) -> tuple[str, ...]:
 
   Returns:
     ('bbox',) for one tfds BBoxFeature per image (tiny_imagenet, caltech_birds2011, cars196),
-    or (key, 'bbox') for a Sequence of boxes (e.g. ('objects', 'bbox')).
+    or the path of a Sequence of boxes: (key,) or (key, name), e.g. ('objects', 'bbox').
 
   Raises:
     ValueError: the dataset has no bounding-box feature (e.g. digits, CIFAR, image folders,
       and tfds' imagenet2012, whose validation split carries no boxes), naming the dataset.
   """
+  return _box_feature(name, data_dir)[0]
+
+
+def _box_feature(name: str, data_dir: str | None):
+  """(`box_feature(name)`, the dataset's tfds FeaturesDict)."""
   info = info_lib.get_info(name, data_dir=data_dir)
   features = {}
   if not info.name.startswith('image_folder:'):
@@ -306,14 +311,12 @@ def box_feature(name: str, *, data_dir: str | None = None) -> tuple[str, ...]:
         f'dataset {name!r} ({info.tfds_name}) has no bounding-box feature, so it cannot be '
         'used with boxes (WSOL); datasets with boxes: tiny_imagenet, caltech_birds2011, '
         'cars196 (tfds imagenet2012 has no boxes for its validation split).')
-  return found[0]
+  return found[0], features
 
 
 def _box_parser(name: str, data_dir: str | None, max_boxes: int | None):
   """(record -> [n, 4] float32 normalised boxes, number of box slots K) of dataset `name`."""
-  path = box_feature(name, data_dir=data_dir)
-  info = info_lib.get_info(name, data_dir=data_dir)
-  features = sources.builder(info.tfds_name, data_dir).info.features
+  path, features = _box_feature(name, data_dir)
   sequence = isinstance(features[path[0]], tfds.features.Sequence)
   if max_boxes is None:
     max_boxes = DEFAULT_MAX_BOXES if sequence else 1
