@@ -67,6 +67,7 @@ def _load_digits_config():
   return digits_storm.get_config('smoke')
 
 
+@pytest.mark.slow
 def test_resume_in_a_new_process_is_bit_exact(tmp_path):
   """4 steps straight == 2 steps, halt, resume in a new process to 4 (StoRM: mixing draws)."""
   straight = _main(tmp_path / 'straight')
@@ -106,6 +107,7 @@ _SAVE_ON_8 = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
   proc = subprocess.run([sys.executable, '-c', _SAVE_ON_8, str(tmp_path)], cwd=ROOT,
                         env=_env(devices=8), capture_output=True, text=True, timeout=600)

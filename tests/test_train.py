@@ -335,6 +335,7 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mix_name,hparams', [
     ('none', {}),                                          # vanilla
     ('cutmix', {'alpha': 1.0}),                            # two-image mixing
