@@ -721,15 +721,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _flush_train_metrics(pending, writer, t_steady, n_images, pbar) -> dict[str, float]:
   """Fetches the buffered step metrics, stops on a non-finite loss, writes the means."""
   fetched = jax.device_get([m for _, m in pending])
-  for (s, _), m in zip(pending, fetched):
-    if not np.isfinite(m['loss']):
-      raise FloatingPointError(f'non-finite training loss {float(m["loss"])} at step {s} '
-                               '(after the update of that step was computed); stopping.')
   means = {f'train_{k}': float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
   if t_steady is not None and n_images:
     means['images_per_sec'] = n_images / max(time.time() - t_steady, 1e-9)
   step = pending[-1][0]
-  writer.write_scalars(step, means)
+  writer.write_scalars(step, means)  # Written first, so the log shows the blow-up.
+  for (s, _), m in zip(pending, fetched):
+    if not np.isfinite(m['loss']):
+      writer.flush()
+      raise FloatingPointError(f'non-finite training loss {float(m["loss"])} at step {s} '
+                               '(after the update of that step was computed); stopping.')
   if pbar is not None:
     pbar.set_postfix(loss=f'{means["train_loss"]:.4f}',
                      img_s=f'{means.get("images_per_sec", 0.0):.0f}')
