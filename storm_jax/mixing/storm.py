@@ -182,9 +182,22 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
   of `x` viewed as `[B*H, W, C]` (contiguous, vectorised loads) and keep each pixel from the
   band it lies in. XLA fuses the k row gathers, the per-pixel band select and the
   interpolation into one loop over the output, so memory does not grow with k (the only
-  buffers are the output and `[B, H]`-sized tables); a per-pixel source-index gather
-  (SPECS recipe) computes the same numbers but is ~1.5-3x slower on CPU, where XLA
-  cannot vectorise a gather of C-element pixels.
+  buffers are the output and `[B, H]`-sized tables; tested). The price is k candidate
+  loads per output value instead of one; a per-pixel source-index gather (SPECS recipe:
+  one load) computes the same numbers but measured 1.3-2x slower on CPU for k = 2..4,
+  because XLA:CPU does not vectorise a gather of C-element pixels.
+
+  Args:
+    params: `{'lam', 'perms', 'points_h', 'points_w'}` as drawn by `sample` (the module
+      docstring gives the shapes; per-batch and per-example entries may be mixed).
+    x: `[B, H, W, C]` images.
+    y: `[B, N]` float32 soft labels.
+
+  Returns:
+    `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
+
+  Raises:
+    ValueError: `params` shapes inconsistent with each other or with `x`.
   """
   k = _num_bands(params)
   num_tiles = k * k
