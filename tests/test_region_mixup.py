@@ -147,7 +147,7 @@ def test_lambda_distribution_and_sharing():
         'lam']))(jax.random.split(jax.random.key(0), draws)))
   assert lam['batch'].shape == (draws, 4) and lam['example'].shape == (draws, 3, 4)
   for values in lam.values():
-    assert abs(values.mean() - 0.5) < 0.01
+    assert abs(values.mean() - 0.5) < 0.015  # std of the mean <= 0.0033
     assert abs(values.var() - 1 / (4 * (2 * alpha + 1))) < 0.01
   # Per example: the 3 samples of one batch draw their own lam (almost surely different).
   assert (np.ptp(lam['example'], axis=1) > 0).mean() > 0.99

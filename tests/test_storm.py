@@ -295,10 +295,10 @@ def _ks_uniform(samples, size):
 def test_partition_points_are_iid_uniform():
   """KS test of the pooled points against U(0, size); order statistics; axis independence.
 
-  At n = 48000 the 1e-4 KS critical value is 2.0/sqrt(n) ~ 0.009; points snapped to integers
-  (D ~ 1/size = 0.03) or drawn in [0, size-1) (D ~ 0.03) fail it.
+  At n = 12000 per axis the 1e-3 KS critical value is 1.95/sqrt(n) ~ 0.018; points snapped
+  to integers (D ~ 1/size >= 0.031) or drawn in [0, size-1) (D ~ 0.031) fail it.
   """
-  h, w, k, draws, b = 24, 32, 4, 8000, 6
+  h, w, k, draws, b = 24, 32, 4, 4000, 6
   mixer = mixing.get('storm', k=k)
   params = jax.jit(jax.vmap(lambda key: mixer.sample(key, (b, h, w, 1))))(
       jax.random.split(jax.random.key(1), draws))
@@ -317,11 +317,11 @@ def test_partition_points_are_iid_uniform():
   assert (ph >= 0).all() and (ph < h).all() and (pw >= 0).all() and (pw < w).all()
   for p, size in [(ph, h), (pw, w)]:
     d, n = _ks_uniform(p, size)
-    assert d < 2.0 / math.sqrt(n), d
-    # Sorted i.i.d. uniforms: E[p_(m)] = m * size / k (std of each mean < 0.1 px here).
-    np.testing.assert_allclose(p.mean(0), np.arange(1, k) * size / k, atol=0.15)
+    assert d < 1.95 / math.sqrt(n), d
+    # Sorted i.i.d. uniforms: E[p_(m)] = m * size / k (std of each mean <= 0.1 px: 5 sigma).
+    np.testing.assert_allclose(p.mean(0), np.arange(1, k) * size / k, atol=0.5)
   # Height and width points are independent: correlation ~ N(0, 1/sqrt(draws)).
-  assert abs(np.corrcoef(ph[:, 0], pw[:, 0])[0, 1]) < 0.05
+  assert abs(np.corrcoef(ph[:, 0], pw[:, 0])[0, 1]) < 0.07
 
 
 def test_distinct_points_uniform_over_integers():
@@ -375,7 +375,7 @@ def test_expected_anchor_share_is_one_half(beta):
                              atol=1e-6)
   lam = np.asarray(lam)
   assert lam.shape == (draws, 9)
-  assert abs(lam.mean() - 0.5) < 0.01
+  assert abs(lam.mean() - 0.5) < 0.015  # std of the mean ~0.0032
   # Beta(beta, beta) variance 1 / (4 (2 beta + 1)).
   assert abs(lam.var() - 1 / (4 * (2 * beta + 1))) < 0.01
 
