@@ -143,6 +143,7 @@ def test_tiny_alpha_is_finite(name, hparams):
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
 def test_determinism_vmap_and_no_retrace(name, hparams):
   """T12: same key -> same output; vmap over keys == per-key calls; one trace for all keys."""
+  chex.clear_trace_counter()  # the counter is keyed by the function's code, shared by all cases
   mixer = mixing.get(name, **hparams)
   x, y = _identity_batch(6, 8, 12)
 
@@ -271,3 +272,22 @@ def test_mixed_objective_adds_clean_term():
   np.testing.assert_allclose(mixing.mixed_objective(lm, ym), ce(lm, ym), rtol=1e-6)
   with pytest.raises(ValueError, match='clean_weight'):
     mixing.mixed_objective(lm, ym, clean_weight=1.0)
+
+
+def test_mixer_is_jittable_and_hashable():
+  """`jax.jit(mixer)` works: the mixer hashes although its hparams are a dict."""
+  m = mixing.get('storm', k=3)
+  x, y = _identity_batch(4, 8, 12)
+  got = jax.jit(m)(jax.random.key(0), x, y)
+  want = m(jax.random.key(0), x, y)
+  chex.assert_trees_all_close(got, want, atol=1e-6)
+  assert hash(m) == hash(m)
+
+
+@pytest.mark.parametrize('lam', [0.0, 1.0])
+def test_lerp_exact_at_endpoints(lam):
+  """λ in {0, 1} returns one of the two images bit for bit (no `b + λ (a - b)` rounding)."""
+  a = jax.random.normal(jax.random.key(0), (64,)) * 1e3
+  b = jax.random.normal(jax.random.key(1), (64,)) * 1e-3
+  out = mixing.base.lerp(jnp.float32(lam), a, b)
+  np.testing.assert_array_equal(out, a if lam == 1.0 else b)

@@ -13,35 +13,18 @@
 from storm_jax.mixing.base import (GRANULARITIES, PAIRINGS, Mixer, get, hparam_names, names,
                                    partner, register, smooth_labels)
 from storm_jax.mixing.losses import mixed_objective, soft_cross_entropy
-# Importing a method's module registers it.
-from storm_jax.mixing import mixup as _mixup_module
-from storm_jax.mixing import cutmix as _cutmix_module
-from storm_jax.mixing import switch as _switch_module
-from storm_jax.mixing import hmix as _hmix_module
-from storm_jax.mixing import gmix as _gmix_module
-from storm_jax.mixing import region_mixup as _region_mixup_module
-from storm_jax.mixing import storm as _storm_module
-from storm_jax.mixing import rmix as _rmix_module
-from storm_jax.mixing import dcutmix as _dcutmix_module
-from storm_jax.mixing import multimix as _multimix_module
 
-# Plain functions `fn(key, x, y, **hparams) -> (x_mix, y_mix)`, one per method. A module
-# that is still being written exports nothing yet; getattr keeps this import working.
-_PLAIN = {
-    'mixup': (_mixup_module, 'mixup'),
-    'cutmix': (_cutmix_module, 'cutmix'),
-    'mixup_cutmix': (_switch_module, 'mixup_cutmix'),
-    'hmix': (_hmix_module, 'hmix'),
-    'gmix': (_gmix_module, 'gmix'),
-    'region_mixup': (_region_mixup_module, 'region_mixup'),
-    'storm': (_storm_module, 'storm'),
-    'rmix': (_rmix_module, 'rmix'),
-    'input_gradient_saliency': (_rmix_module, 'input_gradient_saliency'),
-    'dcutmix': (_dcutmix_module, 'dcutmix'),
-    'dmixup': (_dcutmix_module, 'dmixup'),
-    'multimix': (_multimix_module, 'multimix'),
-}
-for _name, (_module, _attr) in _PLAIN.items():
-  if hasattr(_module, _attr):
-    globals()[_name] = getattr(_module, _attr)
-del _name, _module, _attr
+# Importing a method's module registers it. The plain functions
+# `fn(key, x, y, **hparams) -> (x_mix, y_mix)` share their module's name, so after these
+# imports `mixing.storm` is the function, not the module. Reach a module's other names with
+# `from storm_jax.mixing.storm import apply` (or `importlib.import_module`).
+from storm_jax.mixing.cutmix import cutmix
+from storm_jax.mixing.dcutmix import dcutmix, dmixup
+from storm_jax.mixing.gmix import gmix
+from storm_jax.mixing.hmix import hmix
+from storm_jax.mixing.mixup import mixup
+from storm_jax.mixing.multimix import multimix
+from storm_jax.mixing.region_mixup import region_mixup
+from storm_jax.mixing.rmix import input_gradient_saliency, rmix, saliency_mask
+from storm_jax.mixing.storm import storm
+from storm_jax.mixing.switch import mixup_cutmix

@@ -101,8 +101,8 @@ def smooth_labels(y: jax.Array, eps: float) -> jax.Array:
 
 
 def lerp(lam: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-  """`lam * a + (1 - lam) * b`, written so that lam in {0, 1} returns a or b exactly."""
-  return b + lam * (a - b)
+  """`lam * a + (1 - lam) * b`; lam in {0, 1} returns b or a exactly (for finite a, b)."""
+  return lam * a + (1 - lam) * b
 
 
 # --------------------------------------------------------------------------------------
@@ -138,6 +138,11 @@ class Mixer:
   clean_loss_weight: float = 0.0
   needs_saliency: bool = False
   multiplicity: int = 1
+
+  def __hash__(self) -> int:
+    # `jax.jit(mixer)` hashes the callable; the hparams dict is not hashable itself.
+    return hash((self.name, repr(sorted(self.hparams.items())), self.prob,
+                 self.label_smoothing))
 
   def sample(self, key: jax.Array, shape: Sequence[int], **kw) -> PyTree:
     """Draws every random quantity for a batch of the given static shape."""

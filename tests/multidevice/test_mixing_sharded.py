@@ -63,7 +63,9 @@ def test_shard_map_device_local_mixing(name):
                              in_specs=(P(), P('data'), P('data')),
                              out_specs=(P('data'), P('data'))))
   key = jax.random.key(0)
-  x_mix, y_mix = fn(key, x, y)
+  # The batch lives sharded on 'data', as the trainer's global batch does.
+  shard = jax.sharding.NamedSharding(mesh, P('data'))
+  x_mix, y_mix = fn(key, jax.device_put(x, shard), jax.device_put(y, shard))
   ref = _reference(mixer, key, x, y)
   for i, (xs, ys) in enumerate(zip(_unshard(x_mix, mixer.multiplicity),
                                    _unshard(y_mix, mixer.multiplicity))):
@@ -94,16 +96,21 @@ def test_pmap(name):
 
 
 def test_global_mixing_under_jit_with_sharded_batch():
-  """mix.scope=global: a jitted mixer over a batch sharded on 'data' == the unsharded result."""
-  mesh = jax.make_mesh((N_DEV,), ('data',))
+  """mix.scope=global: a jitted mixer over a batch sharded on 'data' == the unsharded result.
+
+  The mesh axis is `Auto`, as in `train.make_mesh`: the partner gathers cross shards and XLA
+  places the collectives. (Under an `Explicit` axis, jax asks every gather for an
+  `out_sharding`; the mixers do not carry sharding annotations.)
+  """
+  mesh = jax.make_mesh((N_DEV,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, P('data'))
   for name in NAMES:
     mixer = mixing.get(name)
     x, y = _batch()
-    key = jax.random.key(2)
+    key = lambda: jax.random.key(2)  # a fresh key object per call: the key-reuse checker is on
     kw = lambda: ({'saliency': jnp.ones(x.shape[:3])} if mixer.needs_saliency else {})
     f = jax.jit(lambda k, a, b: mixer.apply(mixer.sample(k, a.shape, **kw()), a, b))
-    want = f(key, x, y)
-    got = f(key, jax.device_put(x, sharding), jax.device_put(y, sharding))
+    want = f(key(), x, y)
+    got = f(key(), jax.device_put(x, sharding), jax.device_put(y, sharding))
     np.testing.assert_allclose(got[0], want[0], atol=1e-5, err_msg=name)
     np.testing.assert_allclose(got[1], want[1], atol=1e-6, err_msg=name)
