@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ''   # '' = the tfds default (~/tensorflow_datasets).
   config.dataset.image_size = 0  # 0 = the dataset's native size.
   config.dataset.augment = ''    # '' = the dataset's default train augmentation.
+  config.dataset.train_examples = 0  # > 0: train on the first N examples of the split only.
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'cnn_small'

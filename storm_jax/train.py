@@ -122,9 +122,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
                     **dict(config.model.get('kwargs', {}) or {}))
 
 
+def num_train_examples(config: ml_collections.ConfigDict, info: Any) -> int:
+  """Examples trained on: the split, or its first `dataset.train_examples` (reduced runs)."""
+  limit = int(config.dataset.get('train_examples', 0) or 0)
+  return min(info.num_train, limit) if limit > 0 else info.num_train
+
+
 def steps_per_epoch(config: ml_collections.ConfigDict, info: Any) -> int:
   """Optimiser steps per epoch (the last incomplete batch of an epoch is dropped)."""
-  return max(1, info.num_train // config.batch_size)
+  return max(1, num_train_examples(config, info) // config.batch_size)
 
 
 def total_steps(config: ml_collections.ConfigDict, info: Any) -> int:
@@ -206,8 +212,12 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
     for p in mixer.hparams['grid_sizes']:
       _check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],
              f'must all divide the image size {h}x{w}.')
-  _check(steps_per_epoch(config, info) >= 1 and config.batch_size <= max(info.num_train, 1),
-         'batch_size', config.batch_size, f'exceeds the training set ({info.num_train}).')
+  train_examples = config.dataset.get('train_examples', 0)
+  _check(isinstance(train_examples, int) and train_examples >= 0, 'dataset.train_examples',
+         train_examples, 'must be an integer >= 0 (0 = the whole split).')
+  n_train = num_train_examples(config, info)
+  _check(config.batch_size <= max(n_train, 1), 'batch_size', config.batch_size,
+         f'exceeds the training set ({n_train} examples).')
 
 
 # --------------------------------------------------------------------------------------
@@ -635,7 +645,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       config.dataset.name, global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, data_dir=_opt(config.dataset.data_dir),
       augment=_opt(config.dataset.augment), image_size=_opt(config.dataset.image_size),
-      process_index=jax.process_index(), process_count=jax.process_count()), batch_sharding)
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      train_examples=config.dataset.get('train_examples', 0) or None), batch_sharding)
 
   def run_eval(step):
     variables = {'params': state.params, 'batch_stats': state.batch_stats}

@@ -94,6 +94,8 @@ def test_tinyimagenet_protocol():
     ({'num_train_steps': -1, 'num_epochs': 0.0}, 'num_epochs', '0.0'),
     ({'mix.saliency_batch_stats': 'maybe'}, 'mix.saliency_batch_stats', 'maybe'),
     ({'dataset.image_size': -4}, 'image_size', '-4'),
+    ({'dataset.train_examples': -3}, 'dataset.train_examples', '-3'),
+    ({'dataset.train_examples': 8}, 'batch_size', '16'),   # 8 examples < a batch of 16
 ])
 def test_bad_config_raises_naming_field_and_value(overrides, field, value):
   config = digits_config(**{'batch_size': 16, 'eval_batch_size': 64, **overrides})

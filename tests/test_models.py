@@ -226,6 +226,20 @@ def test_initialisers():
   np.testing.assert_allclose(np.std(head), 1 / np.sqrt(3 * 512), rtol=0.02)
 
 
+def test_preactresnet_uses_pytorch_default_conv_init():
+  """PuzzleMix's PreActResNet keeps PyTorch's default conv init, U(+-1/sqrt(fan_in)); the
+  Kaiming fan_out init (6x the variance) made it diverge at lr 0.2 without a final BN."""
+  model = models.get('preactresnet18', num_classes=10, width=16)
+  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(
+      jax.random.key(0))['params']
+  kernel = np.asarray(params['layer4_block1']['conv2']['kernel'])  # 3x3, 128 -> 128
+  fan_in = 9 * 128
+  assert np.max(np.abs(kernel)) <= 1 / np.sqrt(fan_in) + 1e-6
+  np.testing.assert_allclose(np.std(kernel), 1 / np.sqrt(3 * fan_in), rtol=0.03)
+  stem = np.asarray(params['conv1']['kernel'])
+  assert np.max(np.abs(stem)) <= 1 / np.sqrt(27) + 1e-6
+
+
 def test_model_init_gives_params_and_batch_stats():
   """One real init (smallest model): float32 params, BN stats start at mean 0 / var 1."""
   model = models.get('cnn_small', num_classes=3, width=2)

@@ -155,6 +155,18 @@ def test_mix_off_step_from_epochs():
   assert train.mix_off_step(config, info) == train.total_steps(config, info) == 10 * spe
 
 
+def test_train_examples_sets_the_epoch_length():
+  """dataset.train_examples (reduced protocols): an epoch is that many examples."""
+  config = smoke_config(**{'num_train_steps': -1, 'num_epochs': 3.0, 'batch_size': 16})
+  info = train.dataset_info(config)
+  assert train.steps_per_epoch(config, info) == info.num_train // 16
+  config.dataset.train_examples = 100
+  assert train.steps_per_epoch(config, info) == 100 // 16
+  assert train.total_steps(config, info) == 3 * (100 // 16)
+  config.dataset.train_examples = 10 * info.num_train  # more than the split: the split
+  assert train.steps_per_epoch(config, info) == info.num_train // 16
+
+
 @pytest.mark.parametrize('single_pass', [False, True])
 def test_clean_term_objective(single_pass):
   """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix), batch-norm statistics chained."""

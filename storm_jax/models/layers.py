@@ -4,7 +4,11 @@ Initialisation (deliberately PyTorch/torchvision-like, so results are comparable
 PyTorch reference code):
   * Conv kernels: Kaiming normal, fan_out, ReLU gain (`variance_scaling(2.0, 'fan_out',
     'normal')`) exactly as torchvision's ResNet and the WRN reference code do. For grouped convs
-    JAX's fan_out (k*k*out) equals PyTorch's (out*k*k).
+    JAX's fan_out (k*k*out) equals PyTorch's (out*k*k). PreActResNet passes
+    `torch_default_init` instead: the PuzzleMix model sets no init, so its convs keep PyTorch's
+    default `kaiming_uniform(a=sqrt(5))`, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), a variance 6x
+    smaller than Kaiming fan_out. That net has no final BN, so the scale of its residual stream
+    reaches the head unnormalised: with Kaiming fan_out it diverged at the protocol's lr 0.2.
   * BatchNorm: scale 1, bias 0; momentum 0.9 in flax's convention (running = 0.9 * running +
     0.1 * batch), which is PyTorch's momentum=0.1; epsilon 1e-5 as PyTorch.
   * Head (Dense): weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's nn.Linear; the bias is
@@ -30,14 +34,17 @@ import jax.numpy as jnp
 Dtype = Any
 
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-head_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+# PyTorch's default for Conv2d and Linear weights: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+head_kernel_init = torch_default_init
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
 def conv(features: int, kernel: int, *, strides: int = 1, groups: int = 1, dtype: Dtype,
-         name: str | None = None, use_bias: bool = False) -> nn.Conv:
+         name: str | None = None, use_bias: bool = False,
+         kernel_init: nn.initializers.Initializer = conv_kernel_init) -> nn.Conv:
   """A 'same'-style conv as PyTorch's `Conv2d(k, stride, padding=k // 2, bias=False)`.
 
   Explicit symmetric padding (k // 2 on each side) rather than flax's 'SAME': for stride 2 on an
@@ -46,7 +53,7 @@ def conv(features: int, kernel: int, *, strides: int = 1, groups: int = 1, dtype
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), feature_group_count=groups,
-                 use_bias=use_bias, dtype=dtype, kernel_init=conv_kernel_init, name=name)
+                 use_bias=use_bias, dtype=dtype, kernel_init=kernel_init, name=name)
 
 
 def batch_norm(*, train: bool, dtype: Dtype, axis_name: str | None,

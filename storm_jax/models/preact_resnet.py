@@ -9,6 +9,7 @@ References:
     64x64 -> 32x32, after which the net is the CIFAR one), no stem BN / pooling;
   * pre-activation basic blocks; the 1x1 projection shortcut takes the pre-activated input
     (BN-ReLU output), the identity shortcut the raw input;
+  * PyTorch's default init (the reference sets none; see `layers`);
   * like the reference there is NO final BN-ReLU: the last block's output is average-pooled
     straight into the classifier (He et al.'s paper adds one; the reference code does not).
 """
@@ -40,7 +41,7 @@ class PreActBlock(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     bn = functools.partial(layers.batch_norm, train=train, dtype=self.dtype,
                            axis_name=self.axis_name)
-    conv = functools.partial(layers.conv, dtype=self.dtype)
+    conv = functools.partial(layers.conv, dtype=self.dtype, kernel_init=layers.torch_default_init)
     out = nn.relu(bn(name='bn1')(x))
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = conv(self.features, 1, strides=self.strides, name='shortcut')(out)
@@ -82,7 +83,7 @@ class PreActResNet(nn.Module):
     (logits, features [B, h, w, 8 * width]) with `return_features=True`."""
     x = x.astype(self.dtype)
     x = layers.conv(self.width, 3, strides=2 if self.stem == 'tiny' else 1, dtype=self.dtype,
-                    name='conv1')(x)
+                    kernel_init=layers.torch_default_init, name='conv1')(x)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         x = PreActBlock(self.width * 2**i, strides=2 if (i > 0 and j == 0) else 1,
