@@ -12,5 +12,15 @@ import jax
 if os.environ.get('STORM_JAX_MULTIDEVICE') != '1':
   collect_ignore_glob = ['multidevice/*']
 
-# Catch PRNG key reuse everywhere in the test suite (PITFALLS: no key reuse in the step).
-jax.config.update('jax_debug_key_reuse', True)
+import pytest
+
+
+@pytest.fixture
+def key_reuse_checked():
+  """Runs a test with jax's PRNG key-reuse checker on (PITFALLS: no key reuse in the step).
+
+  Used by the trainer's tests and the mixers' determinism test. Not on for the whole suite:
+  the checker adds about a fifth to every compilation, and the suite is compile-bound.
+  """
+  with jax.debug_key_reuse(True):
+    yield

@@ -71,7 +71,7 @@ def test_unknown_table_rejected(tmp_path):
 TABLE_SCRIPTS = ('storm_table1_cifar10', 'storm_table2_cifar100', 'storm_table3_tinyimagenet',
                  'storm_table4_imagenet', 'storm_table5_robustness', 'hmix_table2_cifar100',
                  'hmix_table3_imagenet', 'rmix_table4_cifar100', 'rmix_table6_calibration',
-                 'dcutmix_tables', 'multimix_table1', 'storm_ablation')
+                 'dcutmix_tables', 'multimix_table1', 'storm_ablation', 'reduced_protocol')
 
 
 def _load_config(spec: str):

@@ -9,7 +9,6 @@ import pytest
 
 import _numpy_refs_a as ref
 from storm_jax import mixing
-from storm_jax.mixing import mixup as mixup_module  # noqa: F401  (registers 'mixup')
 from storm_jax.mixing.mixup import apply as mixup_apply
 
 SHAPES = [(1, 8, 8, 3), (7, 32, 48, 1), (8, 16, 16, 4)]

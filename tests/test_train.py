@@ -25,6 +25,8 @@ from storm_jax import mixing
 from storm_jax import train
 from storm_jax.utils import metric_writers
 
+pytestmark = pytest.mark.usefixtures('key_reuse_checked')
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from storm_jax.mixing import base
-from storm_jax.mixing import cutmix as cutmix_lib
-from storm_jax.mixing import mixup as mixup_lib
+from storm_jax.mixing.cutmix import apply as cutmix_apply
+from storm_jax.mixing.cutmix import sample_centre
+from storm_jax.mixing.mixup import apply as mixup_apply
 
 # `make` takes a hyper-parameter named `base` (the registry name), which hides the module.
 _base = base
@@ -45,7 +46,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, base_method: str = 'mixup', 
   partner_weight = jnp.sort(base.beta(lam_key, alpha, (K,)))  # the paper's λ_1 <= ... <= λ_K
   params = {'lam': 1.0 - partner_weight, 'perm': base.partner(perm_key, batch_size, pairing)}
   if base_method == 'cutmix':
-    params['cy'], params['cx'] = cutmix_lib.sample_centre(centre_key, height, width)
+    params['cy'], params['cx'] = sample_centre(centre_key, height, width)
   return params
 
 
@@ -62,7 +63,7 @@ def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
   Returns:
     `x_mix: [K * B, H, W, C]` float32 and `y_mix: [K * B, N]` float32, row `k * B + b`.
   """
-  base_apply = mixup_lib.apply if base_method == 'mixup' else cutmix_lib.apply
+  base_apply = mixup_apply if base_method == 'mixup' else cutmix_apply
   shared = {key: value for key, value in params.items() if key != 'lam'}
   x_mix, y_mix = jax.vmap(lambda lam: base_apply({**shared, 'lam': lam}, x, y))(params['lam'])
   return (x_mix.reshape((-1,) + x_mix.shape[2:]), y_mix.reshape((-1,) + y_mix.shape[2:]))

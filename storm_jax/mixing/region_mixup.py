@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from storm_jax.mixing import base
-from storm_jax.mixing import storm
+from storm_jax.mixing.storm import apply as storm_apply
+from storm_jax.mixing.storm import sample_perms
 
-apply = storm.apply
+apply = storm_apply
 
 
 def grid_points(size: int, k: int) -> jax.Array:
@@ -39,7 +40,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, k: int, alpha: float, pairin
   lead = () if granularity == 'batch' else (batch,)
   return {
       'lam': base.beta(lam_key, alpha, lead + (k * k,)),
-      'perms': storm.sample_perms(perm_key, k * k, batch, pairing),
+      'perms': sample_perms(perm_key, k * k, batch, pairing),
       'points_h': grid_points(height, k),
       'points_w': grid_points(width, k),
   }

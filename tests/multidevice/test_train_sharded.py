@@ -20,6 +20,8 @@ from storm_jax import checkpointing
 from storm_jax import data
 from storm_jax import train
 
+pytestmark = pytest.mark.usefixtures('key_reuse_checked')
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
