@@ -184,6 +184,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
          'must be > 0 when num_train_steps is not set.')
   _check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
          'must be in [0, 1).')
+  _check(config.get('loss', 'softmax_ce') in mixing.LOSSES, 'loss', config.get('loss'),
+         f'is not one of {sorted(mixing.LOSSES)}.')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'):
     _check(isinstance(config[field], int) and config[field] >= 0, field, config[field],
            'must be an integer >= 0 (0 = only at the end).')
@@ -352,6 +354,7 @@ class StepContext:
   mix_off_step: int = 2**31 - 1
   saliency_batch_stats: str = 'keep'
   lr_fn: Any = None
+  loss: str = 'softmax_ce'
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -454,9 +457,10 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
       if clean_weight:
         logits_clean, batch_stats = _forward(ctx, params, batch_stats, inputs['x'])
       logits_mix, batch_stats = _forward(ctx, params, batch_stats, inputs['x_mix'])
-    loss = jnp.mean(mixing.soft_cross_entropy(logits_mix, inputs['y_mix']))
+    loss_of = mixing.LOSSES[ctx.loss]
+    loss = jnp.mean(loss_of(logits_mix, inputs['y_mix']))
     if clean_weight:
-      loss += w_clean * jnp.mean(mixing.soft_cross_entropy(logits_clean, inputs['y_clean']))
+      loss += w_clean * jnp.mean(loss_of(logits_clean, inputs['y_clean']))
     return loss, (batch_stats, logits_mix)
 
   (loss, (batch_stats, logits_mix)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -566,7 +570,8 @@ def _make_context(config, info, model, mixer, mesh, lr_fn) -> StepContext:
       num_classes=info.num_classes, mesh=mesh, scope=config.mix.scope,
       single_pass=bool(config.mix.get('single_pass', False)),
       mix_off_step=mix_off_step(config, info),
-      saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn)
+      saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn,
+      loss=config.get('loss', 'softmax_ce'))
 
 
 def _compile_steps(ctx: StepContext, config, state_sharding, mesh):

@@ -95,6 +95,7 @@ def test_tinyimagenet_protocol():
     ({'mix.saliency_batch_stats': 'maybe'}, 'mix.saliency_batch_stats', 'maybe'),
     ({'dataset.image_size': -4}, 'image_size', '-4'),
     ({'dataset.train_examples': -3}, 'dataset.train_examples', '-3'),
+    ({'loss': 'mse'}, 'loss', "'mse'"),
     ({'dataset.train_examples': 8}, 'batch_size', '16'),   # 8 examples < a batch of 16
 ])
 def test_bad_config_raises_naming_field_and_value(overrides, field, value):

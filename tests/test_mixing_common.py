@@ -260,6 +260,27 @@ def test_soft_cross_entropy_matches_optax():
           logits, yb), rtol=1e-6)
 
 
+def test_softmax_bce_matches_torch_bceloss_formula():
+  """PuzzleMix's `BCELoss(softmax(z), y)`: mean over classes, logs clamped at -100."""
+  logits = np.asarray(jax.random.normal(jax.random.key(0), (5, 7)), np.float64) * 3
+  labels = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(1), (5, 7))), np.float64)
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  want = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p), axis=-1)
+  np.testing.assert_allclose(mixing.softmax_bce(jnp.asarray(logits, jnp.float32),
+                                                jnp.asarray(labels, jnp.float32)), want, rtol=1e-5)
+  # A saturated softmax: p = 1 and 0 exactly; torch clamps log(0) to -100, so no inf / NaN.
+  z = jnp.array([[1e4, 0.0, -1e4]])
+  got = mixing.softmax_bce(z, jnp.array([[0.0, 1.0, 0.0]]))
+  np.testing.assert_allclose(got, [(100.0 + 100.0 + 0.0) / 3], rtol=1e-6)
+  # The logit gradient is ~1/N of the cross-entropy's at init (why lr 0.2 suits only BCE).
+  n = 200
+  y = jax.nn.one_hot(jnp.array([3]), n)
+  g_bce = jax.grad(lambda v: mixing.softmax_bce(v, y).sum())(jnp.zeros((1, n)))
+  g_ce = jax.grad(lambda v: mixing.soft_cross_entropy(v, y).sum())(jnp.zeros((1, n)))
+  ratio = float(jnp.linalg.norm(g_bce) / jnp.linalg.norm(g_ce))
+  assert 0.5 / n < ratio < 2.0 / n, ratio
+
+
 def test_mixed_objective_adds_clean_term():
   """T14: the StoRM / Region Mixup objective is CE(f(x), y) + CE(f(x_mix), y_mix)."""
   k1, k2 = jax.random.split(jax.random.key(0))

@@ -12,7 +12,7 @@
 
 from storm_jax.mixing.base import (GRANULARITIES, PAIRINGS, Mixer, get, hparam_names, names,
                                    partner, register, smooth_labels)
-from storm_jax.mixing.losses import mixed_objective, soft_cross_entropy
+from storm_jax.mixing.losses import LOSSES, mixed_objective, soft_cross_entropy, softmax_bce
 
 # Importing a method's module registers it. The plain functions
 # `fn(key, x, y, **hparams) -> (x_mix, y_mix)` share their module's name, so after these

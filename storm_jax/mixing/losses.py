@@ -25,6 +25,30 @@ def soft_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.sum(labels.astype(jnp.float32) * logp, axis=-1)
 
 
+def softmax_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example `BCELoss(softmax(z), y)` of the PuzzleMix / Co-Mixup codebases (SPECS §0.5).
+
+  `-mean_c [y_c log p_c + (1 - y_c) log(1 - p_c)]` with `p = softmax(z)` and each log
+  clamped at -100 as `torch.nn.BCELoss` does; the batch mean of this is `BCELoss`'s mean over
+  all B*N entries. Its gradient on the logits is about 1/N of the cross-entropy's, which is
+  why the protocols tuned with it (PuzzleMix Tiny-ImageNet: lr 0.2) diverge under cross-entropy.
+
+  Args:
+    logits: `[..., N]` float.
+    labels: `[..., N]` soft labels.
+
+  Returns:
+    `[...]` float32 losses (not averaged).
+  """
+  logp = jnp.maximum(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), -100.0)
+  log1mp = jnp.maximum(jnp.log1p(-jnp.exp(logp)), -100.0)
+  y = labels.astype(jnp.float32)
+  return -jnp.mean(y * logp + (1.0 - y) * log1mp, axis=-1)
+
+
+LOSSES = {'softmax_ce': soft_cross_entropy, 'softmax_bce': softmax_bce}
+
+
 def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.Array | None = None,
                     y_clean: jax.Array | None = None, *, clean_weight: float = 0.0) -> jax.Array:
   """The training objective `clean_weight * CE(f(x), y) + CE(f(x_mix), y_mix)`, batch means.
