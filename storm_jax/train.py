@@ -184,7 +184,7 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
          'must be > 0 when num_train_steps is not set.')
   _check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
          'must be in [0, 1).')
-  _check(config.get('loss', 'softmax_ce') in mixing.LOSSES, 'loss', config.get('loss'),
+  _check(config.loss in mixing.LOSSES, 'loss', config.loss,
          f'is not one of {sorted(mixing.LOSSES)}.')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'):
     _check(isinstance(config[field], int) and config[field] >= 0, field, config[field],
@@ -571,7 +571,7 @@ def _make_context(config, info, model, mixer, mesh, lr_fn) -> StepContext:
       single_pass=bool(config.mix.get('single_pass', False)),
       mix_off_step=mix_off_step(config, info),
       saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn,
-      loss=config.get('loss', 'softmax_ce'))
+      loss=config.loss)
 
 
 def _compile_steps(ctx: StepContext, config, state_sharding, mesh):
