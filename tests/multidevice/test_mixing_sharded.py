@@ -39,16 +39,19 @@ def _local_mix(mixer, key, x, y):
   return mixer.apply(mixer.sample(key, x.shape, **kw), x, y)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _one_shard(mixer, key, index, x, y):
+  k = jax.random.fold_in(key, index)
+  skey, k = jax.random.split(k)
+  kw = {'saliency': jax.random.uniform(skey, x.shape[:3])} if mixer.needs_saliency else {}
+  return mixer.apply(mixer.sample(k, x.shape, **kw), x, y)
+
+
 def _reference(mixer, key, x, y):
-  """The same computation, shard by shard, on one device."""
-  outs = []
-  for i in range(N_DEV):
-    sl = slice(i * PER_DEV, (i + 1) * PER_DEV)
-    k = jax.random.fold_in(key, i)
-    skey, k = jax.random.split(k)
-    kw = {'saliency': jax.random.uniform(skey, x[sl].shape[:3])} if mixer.needs_saliency else {}
-    outs.append(mixer.apply(mixer.sample(k, x[sl].shape, **kw), x[sl], y[sl]))
-  return outs
+  """The same computation, shard by shard, on one device (one compile, eight calls)."""
+  x, y = jax.device_put((x, y), jax.devices()[0])
+  return [_one_shard(mixer, key, i, x[i * PER_DEV:(i + 1) * PER_DEV],
+                     y[i * PER_DEV:(i + 1) * PER_DEV]) for i in range(N_DEV)]
 
 
 def _unshard(arr, k):
@@ -82,9 +85,12 @@ def test_shard_map_device_local_mixing(name):
   assert any(not np.allclose(per_dev[0], p) for p in per_dev[1:])
 
 
-# pmap: one method per code path (Beta λ, boxes, tiles, saliency masks, K outputs); every
-# method runs under shard_map above, which is what the trainer uses.
-@pytest.mark.parametrize('name', ['mixup', 'cutmix', 'storm', 'rmix', 'multimix'])
+# pmap and global mixing: one method per code path (Beta λ, boxes, tiles, saliency masks,
+# K outputs); every method runs under shard_map above, which is what the trainer uses.
+_CODE_PATHS = ['mixup', 'cutmix', 'storm', 'rmix', 'multimix']
+
+
+@pytest.mark.parametrize('name', _CODE_PATHS)
 def test_pmap(name):
   mixer = mixing.get(name)
   x, y = _batch()
@@ -108,7 +114,7 @@ def test_global_mixing_under_jit_with_sharded_batch():
   """
   mesh = jax.make_mesh((N_DEV,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, P('data'))
-  for name in NAMES:
+  for name in _CODE_PATHS:
     mixer = mixing.get(name)
     x, y = _batch()
     key = lambda: jax.random.key(2)  # a fresh key object per call: the key-reuse checker is on
