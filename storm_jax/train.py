@@ -686,6 +686,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info('Initial compilation, this might take some minutes...')
       state, metrics = p_train(state, batch, train_key)
       pending.append((step + 1, metrics))
+      # At most two steps in flight: the host still prepares step t+1 while the devices run
+      # step t, and a SIGTERM stops the run within two steps (with up to `log_every` steps
+      # dispatched ahead, it waited for all of them: minutes where steps are slow).
+      if len(pending) > 1:
+        jax.block_until_ready(pending[-2][1])
       if step == start_step:
         jax.block_until_ready(metrics)
         logging.info('Compiled and ran the first step in %.1fs.', time.time() - t_start)
