@@ -31,20 +31,21 @@ def _batch(h=8, w=12):
   return x.astype(jnp.float32), y
 
 
-def _local_mix(mixer, key, x, y):
-  """What one device does: fold in its index, mix its shard."""
-  key = jax.random.fold_in(key, jax.lax.axis_index('data'))
+def _mix_one(mixer, key, x, y):
+  """Mixes one shard with a key already folded with the shard's index."""
   skey, key = jax.random.split(key)
   kw = {'saliency': jax.random.uniform(skey, x.shape[:3])} if mixer.needs_saliency else {}
   return mixer.apply(mixer.sample(key, x.shape, **kw), x, y)
 
 
+def _local_mix(mixer, key, x, y):
+  """What one device does: fold in its index, mix its shard."""
+  return _mix_one(mixer, jax.random.fold_in(key, jax.lax.axis_index('data')), x, y)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _one_shard(mixer, key, index, x, y):
-  k = jax.random.fold_in(key, index)
-  skey, k = jax.random.split(k)
-  kw = {'saliency': jax.random.uniform(skey, x.shape[:3])} if mixer.needs_saliency else {}
-  return mixer.apply(mixer.sample(k, x.shape, **kw), x, y)
+  return _mix_one(mixer, jax.random.fold_in(key, index), x, y)
 
 
 def _reference(mixer, key, x, y):
