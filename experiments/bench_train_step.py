@@ -27,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configs import tinyimagenet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from storm_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from storm_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METHODS = {
@@ -57,19 +58,16 @@ def bench(method: str, batch_size: int, steps: int, width: int) -> dict[str, flo
   train.validate_config(config)
   info = train.dataset_info(config)
   mesh = train.make_mesh()
-  model = train.build_model(config, info.num_classes)
-  tx, lr_fn = train.make_optimizer(config, train.steps_per_epoch(config, info),
-                                   train.total_steps(config, info))
+  fns = train.make_steps(config, mesh, info)
   key = jax.random.key(0)
-  state = train.create_train_state(config, model, key, mesh, tx=tx, input_shape=info.image_shape)
-  ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)  # pylint: disable=protected-access
-  state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  step, _, _, batch_sharding = train._compile_steps(ctx, config, state_sharding, mesh)  # pylint: disable=protected-access
+  state = train.create_train_state(config, fns.ctx.model, key, mesh,
+                                   input_shape=info.image_shape)
   rng = np.random.default_rng(0)
-  batch = train._to_global({  # pylint: disable=protected-access
+  batch = data.to_global({
       'image': rng.integers(0, 256, (batch_size, *info.image_shape), dtype=np.uint8),
       'label': rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32)},
-                           batch_sharding)
+                         fns.batch_sharding)
+  step = fns.train
   t0 = time.perf_counter()
   state, metrics = step(state, batch, key)
   jax.block_until_ready(metrics)

@@ -45,7 +45,6 @@ import numpy as np
 
 from storm_jax import checkpointing
 from storm_jax import data
-from storm_jax.data import input_pipeline
 from storm_jax import evaluation
 from storm_jax import train
 
@@ -125,12 +124,7 @@ class _Evaluator:
     self._attacks = {}
 
   def _batches(self, dataset: str, split: str | None, with_boxes: bool = False):
-    it = data.eval_iterator(
-        dataset, global_batch_size=self.config.eval_batch_size, split=split,
-        data_dir=train._opt(self.config.dataset.data_dir),  # pylint: disable=protected-access
-        image_size=train._opt(self.config.dataset.image_size),  # pylint: disable=protected-access
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        with_boxes=with_boxes)
+    it = train.eval_iterator(self.config, dataset=dataset, split=split, with_boxes=with_boxes)
     for batch in it:
       yield data.to_global(batch, self.sharding)
 
@@ -230,8 +224,7 @@ def evaluate(config, workdir: str, *, fgsm_eps: Sequence[float] = (4, 8), pgd: b
   _check_flags(fgsm_eps, corruptions, config.dataset.name, ece_bins, wsol_cam_threshold)
   names = corruption_names(corruptions) if corruptions else ()
   if wsol:  # ValueError naming the dataset if it has no boxes
-    data_dir = train._opt(config.dataset.data_dir)  # pylint: disable=protected-access
-    input_pipeline.box_feature(config.dataset.name, data_dir=data_dir)
+    train.check_has_boxes(config)
   ev = _Evaluator(config, workdir)
   dataset, split = config.dataset.name, (split or None)
   logits, labels = ev.predict(dataset, split)

@@ -53,6 +53,7 @@ from storm_jax.data.info import SEVERITIES
 from storm_jax.data.info import corrupted_names
 from storm_jax.data.info import get_info
 from storm_jax.data.info import names
+from storm_jax.data.input_pipeline import box_feature
 from storm_jax.data.input_pipeline import eval_iterator
 from storm_jax.data.input_pipeline import make_eval_dataset
 from storm_jax.data.input_pipeline import make_train_dataset
