@@ -54,6 +54,7 @@ from storm_jax import data
 from storm_jax import mixing
 from storm_jax.train import config as config_lib
 from storm_jax.train import optim
+from storm_jax.utils.images import normalize
 
 
 class TrainState(train_state.TrainState):
@@ -131,12 +132,6 @@ def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       mix_off_step=config_lib.mix_off_step(config, info),
       saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn,
       loss=config.loss)
-
-
-def normalize(images: jax.Array, mean, std) -> jax.Array:
-  """uint8 `[B, H, W, C]` -> float32 `(x / 255 - mean) / std` (on device)."""
-  x = images.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 def step_key(key: jax.Array, step: jax.Array | int) -> jax.Array:
