@@ -168,10 +168,13 @@ def test_train_examples_sets_the_epoch_length():
   assert train.steps_per_epoch(config, info) == info.num_train // 16
 
 
-@pytest.mark.parametrize('single_pass', [False, True])
-def test_clean_term_objective(single_pass):
-  """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix), batch-norm statistics chained."""
-  config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.single_pass': single_pass})
+@pytest.mark.parametrize('single_pass,objective', [(False, 'sum'), (True, 'sum'),
+                                                    (False, 'mean')])
+def test_clean_term_objective(single_pass, objective):
+  """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix) ('sum') or half that ('mean'),
+  batch-norm statistics chained."""
+  config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.single_pass': single_pass,
+                                                           'mix.objective': objective})
   state, ctx = setup_step(config)
   assert ctx.mixer.clean_loss_weight == 1.0
   batch = digits_batch()
@@ -185,8 +188,9 @@ def test_clean_term_objective(single_pass):
   else:
     logits_clean, upd = forward(ctx, state.params, state.batch_stats, inputs['x'])
     logits_mix, upd = forward(ctx, state.params, upd['batch_stats'], inputs['x_mix'])
-  want = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean, inputs['y_clean'],
-                                clean_weight=1.0)
+  ce = lambda z, t: np.mean(-np.sum(np.asarray(t) * jax.nn.log_softmax(z), -1))
+  want = ce(logits_mix, inputs['y_mix']) + ce(logits_clean, inputs['y_clean'])
+  want = want / 2 if objective == 'mean' else want
   want_stats = upd['batch_stats']
   new_state, metrics = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, batch, key)
   np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)

@@ -145,6 +145,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
          'must be > 0 when num_train_steps is not set.')
   _check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
          'must be in [0, 1).')
+  _check(config.mix.objective in mixing.OBJECTIVES, 'mix.objective', config.mix.objective,
+         f'must be one of {list(mixing.OBJECTIVES)}.')
   _check(config.loss in mixing.LOSSES, 'loss', config.loss,
          f'is not one of {sorted(mixing.LOSSES)}.')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'):

@@ -20,7 +20,8 @@ replays exactly (same mixing draws, same data order).
 
 Objectives (SPECS §0.5, §6-§8, §10):
   * loss = CE(f(x_mix), y_mix) + w_clean * CE(f(x), y), w_clean = `mixer.clean_loss_weight`
-    (1 for StoRM / Region Mixup, R-Mix's `clean_weight`). Two forward passes by default,
+    (1 for StoRM / Region Mixup, R-Mix's `clean_weight`); `mix.objective='mean'` divides it
+    by 1 + w_clean (`mixing.mixed_objective`). Two forward passes by default,
     each updating the batch-norm running statistics in turn (clean pass first), as two
     PyTorch forward calls would. `mix.single_pass=True` concatenates `[x; x_mix]` into one
     pass instead -- a documented deviation: batch-norm then normalises both halves with
@@ -116,6 +117,7 @@ class StepContext:
   saliency_batch_stats: str = 'keep'
   lr_fn: Any = None
   loss: str = 'softmax_ce'
+  objective: str = 'sum'
 
 
 def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -131,7 +133,7 @@ def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       single_pass=bool(config.mix.get('single_pass', False)),
       mix_off_step=config_lib.mix_off_step(config, info),
       saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn,
-      loss=config.loss)
+      loss=config.loss, objective=config.mix.objective)
 
 
 def step_key(key: jax.Array, step: jax.Array | int) -> jax.Array:
@@ -232,10 +234,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
       if clean_weight:
         logits_clean, batch_stats = _forward(ctx, params, batch_stats, inputs['x'])
       logits_mix, batch_stats = _forward(ctx, params, batch_stats, inputs['x_mix'])
-    loss_of = mixing.LOSSES[ctx.loss]
-    loss = jnp.mean(loss_of(logits_mix, inputs['y_mix']))
-    if clean_weight:
-      loss += w_clean * jnp.mean(loss_of(logits_clean, inputs['y_clean']))
+    loss = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean,
+                                  inputs['y_clean'], clean_weight=w_clean, loss=ctx.loss,
+                                  objective=ctx.objective)
     return loss, (batch_stats, logits_mix)
 
   (loss, (batch_stats, logits_mix)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
