@@ -9,8 +9,8 @@ learning rate (the CIFAR configs' 0.1 and half of it) for k=2, beta=1, then k=4 
 `BEST` (set it to the best of those four after they ran), with vanilla and mixup as references;
 2 seeds, differences paired by seed against vanilla (docs/DESIGN.md#storm-loss).
 
-  python -m experiments.storm_ablation run --table=storm_ablation_reduced --runs=runs \
-      # with --config.dataset.data_dir set in the environment's TFDS_DATA_DIR
+  TFDS_DATA_DIR=/path/to/tfds python -m experiments.storm_ablation run \
+      --table=storm_ablation_reduced --runs=runs        # Tiny-ImageNet prepared there
   python -m experiments.storm_ablation aggregate --table=storm_ablation_reduced --runs=runs
 
 k = 1 is Mixup with the clean CE term (SPECS §7). The StoRM paper's own ablation (its
