@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.mix.off_last_epochs = 0     # Train without mixing for the last N epochs.
   config.mix.off_after_step = -1     # ... or from this step on (-1 = never).
   config.mix.single_pass = False     # Clean + mixed in one concatenated pass (deviation).
+  # Methods with a clean term (StoRM, Region Mixup, R-Mix's clean_weight): 'sum' = clean +
+  # mixed loss (StoRM's Algorithm 1; about twice the gradient of one term at the same lr),
+  # 'mean' = their average (docs/DESIGN.md#storm-loss).
+  config.mix.objective = 'sum'
   config.mix.saliency_batch_stats = 'keep'  # R-Mix saliency pass BN update: keep | discard.
 
   config.optim = ml_collections.ConfigDict()

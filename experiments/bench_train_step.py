@@ -6,17 +6,16 @@ r"""Images/s of the full train step per method, and the mixing overhead vs vanil
 The step is the real `train.train_step` (normalisation, mixing, the method's objective,
 the SGD update) on the `configs/tinyimagenet_*.py` model and batch, fed with a fixed
 synthetic uint8 batch so that the input pipeline is not measured. Steady-state time per
-step with `block_until_ready`, compilation excluded and reported separately (SPECS §14.5):
-overhead = (T_method - T_vanilla) / T_vanilla.
+step (`evaluation.time_step`: the median of `--steps` calls, each waited for), compilation
+excluded and reported separately (SPECS §14.5): overhead = (T_method - T_vanilla) / T_vanilla
+(`evaluation.augmentation_overhead`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -27,6 +26,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configs import tinyimagenet  # pylint: disable=g-import-not-at-top,wrong-import-position
+from storm_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from storm_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from storm_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METHODS = {
@@ -42,7 +43,8 @@ METHODS = {
 
 _METHODS = flags.DEFINE_list('methods', 'vanilla,mixup,cutmix,storm_k2,storm_k4',
                              f'Comma-separated, from {sorted(METHODS)}.')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after 2 warm-up steps).')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after compilation and one '
+                             'warm-up step; the median is reported).')
 _BATCH = flags.DEFINE_integer('batch_size', 100, 'Global batch size.')
 _WIDTH = flags.DEFINE_integer('width', 0, 'Model width override (0 = the paper model).')
 _OUT = flags.DEFINE_string('out', '', 'Optional JSON output path.')
@@ -57,32 +59,20 @@ def bench(method: str, batch_size: int, steps: int, width: int) -> dict[str, flo
   train.validate_config(config)
   info = train.dataset_info(config)
   mesh = train.make_mesh()
-  model = train.build_model(config, info.num_classes)
-  tx, lr_fn = train.make_optimizer(config, train.steps_per_epoch(config, info),
-                                   train.total_steps(config, info))
+  fns = train.make_steps(config, mesh, info)
   key = jax.random.key(0)
-  state = train.create_train_state(config, model, key, mesh, tx=tx, input_shape=info.image_shape)
-  ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)  # pylint: disable=protected-access
-  state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  step, _, _, batch_sharding = train._compile_steps(ctx, config, state_sharding, mesh)  # pylint: disable=protected-access
+  state = train.create_train_state(config, fns.ctx.model, key, mesh,
+                                   input_shape=info.image_shape)
   rng = np.random.default_rng(0)
-  batch = train._to_global({  # pylint: disable=protected-access
+  batch = data.to_global({
       'image': rng.integers(0, 256, (batch_size, *info.image_shape), dtype=np.uint8),
       'label': rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32)},
-                           batch_sharding)
-  t0 = time.perf_counter()
-  state, metrics = step(state, batch, key)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t0
-  state, metrics = step(state, batch, key)
-  jax.block_until_ready(metrics)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, batch, key)
-  jax.block_until_ready((state, metrics))
-  dt = (time.perf_counter() - t0) / steps
-  return {'step_s': dt, 'images_per_s': batch_size / dt, 'compile_s': compile_s,
-          'loss': float(metrics['loss'])}
+                         fns.batch_sharding)
+  stats = evaluation.time_step(fns.train, (state, batch, key), warmup=1, repeats=steps,
+                                carry=True)
+  dt = stats['median_s']
+  return {'step_s': dt, 'images_per_s': batch_size / dt, 'compile_s': stats['compile_s'],
+          'step_std_s': stats['std_s']}
 
 
 def main(argv):
@@ -99,7 +89,7 @@ def main(argv):
     t_van = results['vanilla']['step_s']
     print('overhead vs vanilla = (T_method - T_vanilla) / T_vanilla:')
     for method, r in results.items():
-      r['overhead'] = (r['step_s'] - t_van) / t_van
+      r['overhead'] = evaluation.augmentation_overhead(r['step_s'], t_van)
       print(f'  {method:14s} {100 * r["overhead"]:+7.1f} %')
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(results, indent=1))

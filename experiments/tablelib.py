@@ -69,6 +69,7 @@ class Table:
   rows: Sequence[Row]
   seeds: int = 3
   note: str = ''
+  baseline: str = ''  # a row label: adds paired per-seed differences against that row
 
 
 def _flag(key: str, value: Any) -> str:
@@ -109,19 +110,31 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
   return mean, math.sqrt(var)
 
 
+def collect_by_seed(table: Table, runs: pathlib.Path) -> dict[str, dict[int, dict[str, Any]]]:
+  """{row label: {seed: eval metrics}} from `<runs>/<slug>/seed<s>/`."""
+  return {row.label: {int(path.parent.name[len('seed'):]): json.loads(path.read_text())
+                      for path in sorted((runs / row.slug).glob(f'seed*/{METRICS_FILE}'))}
+          for row in table.rows}
+
+
+def _finite(value: Any) -> bool:
+  return value is not None and math.isfinite(float(value))
+
+
 def collect(table: Table, runs: pathlib.Path) -> dict[str, dict[str, list[float]]]:
   """{row label: {metric: [value per finished seed]}} from `<runs>/<slug>/seed*/`."""
-  results: dict[str, dict[str, list[float]]] = {}
-  for row in table.rows:
-    per_metric: dict[str, list[float]] = {c.key: [] for c in table.columns}
-    for path in sorted((runs / row.slug).glob(f'seed*/{METRICS_FILE}')):
-      metrics = json.loads(path.read_text())
-      for column in table.columns:
-        value = metrics.get(column.key)
-        if value is not None and math.isfinite(float(value)):
-          per_metric[column.key].append(float(value))
-    results[row.label] = per_metric
-  return results
+  by_seed = collect_by_seed(table, runs)
+  return {label: {c.key: [float(m[c.key]) for m in per_seed.values() if _finite(m.get(c.key))]
+                  for c in table.columns}
+          for label, per_seed in by_seed.items()}
+
+
+def paired_differences(by_seed: Mapping[str, Mapping[int, Mapping[str, Any]]], label: str,
+                       baseline: str, key: str) -> list[float]:
+  """`label - baseline` of metric `key`, seed by seed, over the seeds both finished."""
+  ours, base = by_seed.get(label, {}), by_seed.get(baseline, {})
+  return [float(ours[s][key]) - float(base[s][key]) for s in sorted(ours.keys() & base.keys())
+          if _finite(ours[s].get(key)) and _finite(base[s].get(key))]
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -131,11 +144,16 @@ def _fmt(values: Sequence[float]) -> str:
   return f'{mean:.2f} ± {std:.2f} (n={len(values)})' if len(values) > 1 else f'{mean:.2f} (n=1)'
 
 
-def markdown(table: Table, results: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
-  """A markdown table: ours (mean ± std over seeds) and the paper's number, per column."""
+def markdown(table: Table, results: Mapping[str, Mapping[str, Sequence[float]]],
+             by_seed: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None) -> str:
+  """A markdown table: ours (mean ± std over seeds) and the paper's number, per column; with
+  `table.baseline` and `by_seed`, also each row minus the baseline row, paired by seed."""
+  paired = bool(table.baseline and by_seed is not None)
   header = ['method']
   for c in table.columns:
     header += [f'{c.header} (ours)', f'{c.header} (paper)', 'Δ']
+    if paired:
+      header.append(f'{c.header} − {table.baseline} (paired)')
   lines = [f'### {table.title}', '']
   if table.note:
     lines += [table.note, '']
@@ -149,6 +167,8 @@ def markdown(table: Table, results: Mapping[str, Mapping[str, Sequence[float]]])
       if ours and paper is not None:
         delta = f'{_mean_std(ours)[0] - paper:+.2f}'
       cells += [_fmt(ours), '–' if paper is None else f'{paper:.2f}', delta]
+      if paired:
+        cells.append(_fmt(paired_differences(by_seed, row.label, table.baseline, c.key)))
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -190,7 +210,7 @@ def main(tables: Table | Sequence[Table], argv: Sequence[str] | None = None) -> 
         subprocess.run(cmd, shell=True, check=True)
     else:
       results = collect(table, runs)
-      print(markdown(table, results))
+      print(markdown(table, results, collect_by_seed(table, runs)))
       all_csv += [[table.name] + r for r in csv_rows(table, results)[1:]]
   if args.csv and all_csv:
     with open(args.csv, 'w', newline='') as f:

@@ -96,6 +96,7 @@ def test_tinyimagenet_protocol():
     ({'dataset.image_size': -4}, 'image_size', '-4'),
     ({'dataset.train_examples': -3}, 'dataset.train_examples', '-3'),
     ({'loss': 'mse'}, 'loss', "'mse'"),
+    ({'mix.objective': 'average'}, 'mix.objective', 'average'),
     ({'dataset.train_examples': 8}, 'batch_size', '16'),   # 8 examples < a batch of 16
 ])
 def test_bad_config_raises_naming_field_and_value(overrides, field, value):

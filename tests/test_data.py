@@ -51,7 +51,7 @@ def test_tf_sees_no_gpu(monkeypatch):
   # tensorflow-cpu has no GPU to hide, so also check that importing the package asks TF to.
   calls = []
   monkeypatch.setattr(tf.config, 'set_visible_devices', lambda *a: calls.append(a))
-  data._hide_gpus_from_tf()  # pylint: disable=protected-access
+  data.hide_gpus_from_tf()
   assert calls == [([], 'GPU')]
 
 

@@ -16,9 +16,9 @@ import tensorflow_datasets as tfds
 
 from configs import common
 from storm_jax import data
-from storm_jax import evaluate
 from storm_jax import evaluation
 from storm_jax import train
+from storm_jax.evaluation import runner
 from storm_jax.data import input_pipeline
 from storm_jax.data import sources
 from storm_jax.data import tiny_imagenet
@@ -126,7 +126,7 @@ def test_sequence_box_features_are_padded_to_fixed_slots(monkeypatch):
       'image': np.zeros((8, 8, 3), np.uint8), 'label': 5,
       'objects': {'bbox': [tfds.features.BBox(0.0, 0.0, 0.5, 0.25),
                            tfds.features.BBox(0.5, 0.5, 1.0, 1.0)], 'label': [0, 2]}})
-  parse, k = input_pipeline._box_parser(  # pylint: disable=protected-access
+  parse, k = input_pipeline.box_parser(
       'imagenet2012', None, None)
   assert k == input_pipeline.DEFAULT_MAX_BOXES
   norm = parse(tf.constant(record))
@@ -135,7 +135,7 @@ def test_sequence_box_features_are_padded_to_fixed_slots(monkeypatch):
   assert boxes.numpy().tolist() == [[0, 0, 1, 3], [4, 4, 7, 7], [0, 0, 0, 0]]
   assert valid.numpy().tolist() == [True, True, False]
   with pytest.raises(ValueError, match='max_boxes=0'):
-    input_pipeline._box_parser('imagenet2012', None, 0)  # pylint: disable=protected-access
+    input_pipeline.box_parser('imagenet2012', None, 0)
 
 
 @pytest.fixture(scope='module')
@@ -228,10 +228,10 @@ def test_evaluate_wsol_end_to_end(tiny_dirs, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(_config(dir_a), workdir)  # 2 steps on the 4 fake train images
   # The evaluator's WSOL pass (default CAM threshold) equals the direct computation.
-  ev = evaluate._Evaluator(_config(dir_a), workdir)  # pylint: disable=protected-access
+  ev = runner.Evaluator(_config(dir_a), workdir)
   loc, gt_known, preds = _direct(ev.model, ev.variables, dir_a, 0.25)
-  assert evaluate._WSOL_CAM_THRESHOLD.default == 0.25  # pylint: disable=protected-access
-  got = ev.wsol('tiny_imagenet', None, 0.25)
+  assert runner.WSOL_CAM_THRESHOLD == 0.25
+  got = ev.wsol('tiny_imagenet', None)
   assert (100 * got[0], 100 * got[1]) == pytest.approx((loc, gt_known))
   assert 0 <= loc <= gt_known <= 100
 
@@ -241,8 +241,8 @@ def test_evaluate_wsol_end_to_end(tiny_dirs, tmp_path):
   # Localised and right: val 0 and 1.
   wnids = tiny_imagenet.WNIDS
   _write_tiny(dir_b, [wnids[preds[i] if i < 3 else (preds[i] + 1) % 200] for i in range(6)])
-  metrics = evaluate.evaluate(_config(dir_b), workdir, fgsm_eps=(), wsol=True,
-                              wsol_cam_threshold=0.0)
+  metrics = runner.evaluate_checkpoint(_config(dir_b), workdir, fgsm_eps=(), wsol=True,
+                                       wsol_cam_threshold=0.0)
   assert metrics['top1_acc'] == pytest.approx(50.0)
   assert metrics['wsol_gt_known_loc_acc'] == pytest.approx(100 * 4 / 6)
   assert metrics['wsol_loc_acc'] == pytest.approx(100 * 2 / 6)
@@ -257,6 +257,7 @@ def test_evaluate_wsol_end_to_end(tiny_dirs, tmp_path):
 def test_wsol_bad_inputs_raise_before_restoring(tmp_path):
   config = common.get_config()  # digits: no boxes
   with pytest.raises(ValueError, match="dataset 'digits'"):
-    evaluate.evaluate(config, str(tmp_path), fgsm_eps=(), wsol=True)
+    runner.evaluate_checkpoint(config, str(tmp_path), fgsm_eps=(), wsol=True)
   with pytest.raises(ValueError, match='wsol_cam_threshold=1.0'):
-    evaluate.evaluate(config, str(tmp_path), fgsm_eps=(), wsol=True, wsol_cam_threshold=1.0)
+    runner.evaluate_checkpoint(config, str(tmp_path), fgsm_eps=(), wsol=True,
+                               wsol_cam_threshold=1.0)

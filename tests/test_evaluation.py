@@ -275,6 +275,10 @@ def test_box_iou_hand_cases():
   assert ev.localization_correct([0, 0, 9, 9], [[0, 0, 4, 9]], top1_correct=True)
   assert not ev.localization_correct([0, 0, 9, 9], [[0, 0, 4, 9]], top1_correct=False)
   assert not ev.localization_correct([0, 0, 9, 9], [[0, 0, 3, 9]], top1_correct=True)
+  assert ev.localization_correct([0, 0, 9, 9], [[0, 0, 3, 9], [0, 0, 9, 8]], top1_correct=True)
+  # No ground-truth box left (all outside the crop): not localised.
+  assert not ev.localization_correct([0, 0, 9, 9], np.zeros((0, 4)), top1_correct=True)
+  assert ev.IOU_THRESHOLD == 0.5
 
 
 def test_largest_component_box():
@@ -309,6 +313,11 @@ def test_cam_on_a_synthetic_feature_map():
   assert int(u8.min()) == 0 and int(u8.max()) == 255
   logits = jnp.array([[5.0, 1.0], [0.0, 1.0]])       # predicts class 0, then class 1
   boxes = ev.predict_boxes(logits, jnp.asarray(features), head_kernel, image_size=(32, 48))
+  # predict_boxes = the device part (CAMs) followed by the host part (boxes).
+  cams = ev.predicted_class_cams(logits, jnp.asarray(features), head_kernel, (32, 48))
+  np.testing.assert_array_equal(cams, u8)  # predicted classes 0, 1: the CAMs above
+  np.testing.assert_array_equal(ev.cam_boxes(cams), boxes)
+  assert ev.cam_boxes(cams[:0]).shape == (0, 4)
   # Smoothed, the hot cell covers the 2x2 corner cells = the corner quarter of the image
   # (16 x 24 px); bicubic spreading moves the 25 % contour a few pixels outwards.
   x0, y0, x1, y1 = boxes[0]

@@ -63,6 +63,23 @@ def test_aggregate_mean_std_and_paper_columns(tmp_path, capsys):
   assert lines[1] == 'toy,Vanilla,top1_acc,77.0000,1.4142,2,76.33'
 
 
+def test_paired_differences_against_the_baseline_row(tmp_path):
+  """Ablations: row - baseline per seed, only over seeds both rows finished."""
+  table = tablelib.Table(name='toy', title='Toy', columns=TABLE.columns[:1], rows=TABLE.rows,
+                         seeds=3, baseline='Vanilla')
+  vanilla, storm = TABLE.rows
+  for seed, acc in ((0, 76.0), (1, 78.0), (2, 70.0)):
+    _fabricate(tmp_path, vanilla, seed, {'top1_acc': acc})
+  for seed, acc in ((0, 77.0), (1, 81.0), (3, 99.0)):  # seed 3 has no vanilla partner
+    _fabricate(tmp_path, storm, seed, {'top1_acc': acc})
+  by_seed = tablelib.collect_by_seed(table, tmp_path / table.name)
+  assert tablelib.paired_differences(by_seed, 'StoRM (k=2)', 'Vanilla', 'top1_acc') == [1.0, 3.0]
+  assert tablelib.paired_differences(by_seed, 'Vanilla', 'Vanilla', 'top1_acc') == [0.0] * 3
+  md = tablelib.markdown(table, tablelib.collect(table, tmp_path / table.name), by_seed)
+  assert 'top-1 % − Vanilla (paired)' in md
+  assert md.splitlines()[-1].endswith('| 2.00 ± 1.41 (n=2) |'), md  # mean of (1, 3), std sqrt 2
+
+
 def test_unknown_table_rejected(tmp_path):
   with pytest.raises(SystemExit):
     tablelib.main([TABLE], ['aggregate', '--table=nope', f'--runs={tmp_path}'])

@@ -296,6 +296,38 @@ def test_mixed_objective_adds_clean_term():
     mixing.mixed_objective(lm, ym, clean_weight=1.0)
 
 
+@pytest.mark.parametrize('loss', ['softmax_ce', 'softmax_bce'])
+@pytest.mark.parametrize('clean_weight', [1.0, 0.5])
+def test_mixed_objective_sum_and_mean_match_numpy(loss, clean_weight):
+  """objective='sum': L_mix + w L_clean (Algorithm 1); 'mean': (L_mix + w L_clean) / (1 + w)."""
+  rng = np.random.default_rng(0)
+  lc, lm = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+  y = np.eye(4)[[0, 1, 2, 3, 0]]
+  ym = 0.7 * y + 0.3 * np.roll(y, 1, 0)
+
+  def np_loss(logits, t):
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    if loss == 'softmax_ce':
+      return np.mean(-(t * logp).sum(-1))
+    p = np.exp(logp)
+    return np.mean(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p), -1))
+
+  total = np_loss(lm, ym) + clean_weight * np_loss(lc, y)
+  args = tuple(jnp.asarray(a, jnp.float32) for a in (lm, ym, lc, y))
+  got_sum = mixing.mixed_objective(*args, clean_weight=clean_weight, loss=loss)
+  got_mean = mixing.mixed_objective(*args, clean_weight=clean_weight, loss=loss,
+                                    objective='mean')
+  np.testing.assert_allclose(got_sum, total, rtol=1e-5)
+  np.testing.assert_allclose(got_mean, total / (1 + clean_weight), rtol=1e-5)
+  # A traced weight (the step zeroes it when mixing is off): w = 0 leaves the mixed term.
+  got = jax.jit(functools.partial(mixing.mixed_objective, loss=loss, objective='mean'))(
+      *args, clean_weight=jnp.float32(0.0))
+  np.testing.assert_allclose(got, np_loss(lm, ym), rtol=1e-5)
+  with pytest.raises(ValueError, match="objective='average'"):
+    mixing.mixed_objective(*args, clean_weight=1.0, objective='average')
+
+
 def test_mixer_is_jittable_and_hashable():
   """`jax.jit(mixer)` works: the mixer hashes although its hparams are a dict."""
   m = mixing.get('storm', k=3)

@@ -81,15 +81,14 @@ def setup_step(config):
   """
   info = train.dataset_info(config)
   mesh = train.make_mesh()
-  model = train.build_model(config, info.num_classes)
+  ctx = train.make_context(config, mesh, info)
   spe, n = train.steps_per_epoch(config, info), train.total_steps(config, info)
-  tx, lr_fn = train.make_optimizer(config, spe, n)
   cache_key = (config.model.to_json(), config.optim.to_json(), config.seed, spe, n)
   if cache_key not in _STATES:
-    _STATES[cache_key] = train.create_train_state(config, model, jax.random.key(config.seed),
+    tx, _ = train.make_optimizer(config, spe, n)
+    _STATES[cache_key] = train.create_train_state(config, ctx.model, jax.random.key(config.seed),
                                                   mesh, tx=tx, input_shape=info.image_shape)
   state = jax.tree.map(jnp.copy, _STATES[cache_key])
-  ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)
   return state, ctx
 
 
@@ -169,15 +168,18 @@ def test_train_examples_sets_the_epoch_length():
   assert train.steps_per_epoch(config, info) == info.num_train // 16
 
 
-@pytest.mark.parametrize('single_pass', [False, True])
-def test_clean_term_objective(single_pass):
-  """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix), batch-norm statistics chained."""
-  config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.single_pass': single_pass})
+@pytest.mark.parametrize('single_pass,objective', [(False, 'sum'), (True, 'sum'),
+                                                    (False, 'mean')])
+def test_clean_term_objective(single_pass, objective):
+  """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix) ('sum') or half that ('mean'),
+  batch-norm statistics chained."""
+  config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.single_pass': single_pass,
+                                                           'mix.objective': objective})
   state, ctx = setup_step(config)
   assert ctx.mixer.clean_loss_weight == 1.0
   batch = digits_batch()
   key = jax.random.key(5)
-  step_key = jax.random.split(jax.random.fold_in(key, state.step), 1)[0]
+  step_key = train.step_key(key, state.step)
   inputs = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, step_key)
   if single_pass:
     logits, upd = forward(ctx, state.params, state.batch_stats,
@@ -186,8 +188,9 @@ def test_clean_term_objective(single_pass):
   else:
     logits_clean, upd = forward(ctx, state.params, state.batch_stats, inputs['x'])
     logits_mix, upd = forward(ctx, state.params, upd['batch_stats'], inputs['x_mix'])
-  want = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean, inputs['y_clean'],
-                                clean_weight=1.0)
+  ce = lambda z, t: np.mean(-np.sum(np.asarray(t) * jax.nn.log_softmax(z), -1))
+  want = ce(logits_mix, inputs['y_mix']) + ce(logits_clean, inputs['y_clean'])
+  want = want / 2 if objective == 'mean' else want
   want_stats = upd['batch_stats']
   new_state, metrics = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, batch, key)
   np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
@@ -203,7 +206,7 @@ def test_rmix_saliency_pass_batch_stats(keep):
   state, ctx = setup_step(config)
   batch = digits_batch()
   key = jax.random.key(7)
-  step_key = jax.random.split(jax.random.fold_in(key, state.step), 1)[0]
+  step_key = train.step_key(key, state.step)
   inputs = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, step_key)
   _, upd_clean = forward(ctx, state.params, state.batch_stats, inputs['x'])
   start = upd_clean['batch_stats'] if keep else state.batch_stats
@@ -240,14 +243,14 @@ def test_multimix_trains_on_k_times_b():
 
 
 def test_step_keys_differ_per_step_and_replay():
-  """fold_in(key, step): different draws per step, identical draws for the same step."""
+  """step_key(key, step): different draws per step, identical draws for the same step."""
   config = smoke_config('mixup', {'alpha': 1.0})
   state, ctx = setup_step(config)
   batch = digits_batch()
   fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
-  a = fn(state, batch, jax.random.fold_in(jax.random.key(0), 0))['x_mix']
-  b = fn(state, batch, jax.random.fold_in(jax.random.key(0), 0))['x_mix']
-  c = fn(state, batch, jax.random.fold_in(jax.random.key(0), 1))['x_mix']
+  a = fn(state, batch, train.step_key(jax.random.key(0), 0))['x_mix']
+  b = fn(state, batch, train.step_key(jax.random.key(0), 0))['x_mix']
+  c = fn(state, batch, train.step_key(jax.random.key(0), 1))['x_mix']
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
 
@@ -321,7 +324,7 @@ def test_eval_is_exact_and_independent_of_batch_size():
   results = []
   for bs in (7, 64, 296, 500):
     config.eval_batch_size = bs
-    results.append(train.evaluate(eval_fn, variables, config, sharding))
+    results.append(train.evaluate_split(eval_fn, variables, config, sharding))
   # Reference: every eval image, unmixed, in one forward pass.
   batches = list(data.eval_iterator('digits', global_batch_size=1000))
   images = np.concatenate([b['image'][b['mask']] for b in batches])
@@ -338,10 +341,13 @@ def test_eval_is_exact_and_independent_of_batch_size():
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path):
   writer = metric_writers.MetricWriter(str(tmp_path), tensorboard=False)
-  pending = [(11, {'loss': jnp.float32(2.0)}), (12, {'loss': jnp.float32(np.nan)}),
-             (13, {'loss': jnp.float32(np.inf)})]
+  window = train.MetricsWindow(writer)
+  for step, loss in ((11, 2.0), (12, np.nan), (13, np.inf)):
+    window.add(step, {'loss': jnp.float32(loss)}, images=0)
   with pytest.raises(FloatingPointError, match='at step 12'):
-    train._flush_train_metrics(pending, writer, None, 0, None)
+    window.flush()
+  rows = metric_writers.read_jsonl(writer.path)
+  assert rows[-1] == {'step': 13, 'train_loss': 'nan'}  # written before raising
 
 
 # --------------------------------------------------------------------------------------
@@ -389,7 +395,7 @@ def test_sigterm_saves_and_stops(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)  # Delivered while the loop runs.
       yield batch
 
-  monkeypatch.setattr(train.data, 'train_iterator', preempted)
+  monkeypatch.setattr(data, 'train_iterator', preempted)
   summary = train.train_and_evaluate(config, workdir)
   assert summary['stopped_early'] and summary['step'] < 50
   steps = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()]

@@ -9,7 +9,8 @@
 Importing this package hides every GPU from TensorFlow: tf.data runs on the host while JAX
 owns the accelerators (TF would otherwise reserve GPU memory).
 
-Datasets (`names()`; facts per dataset in info.py, one table):
+Datasets (`names()`; facts per dataset in info.py, one table with no I/O; `get_info` in
+sources.py adds what the disk knows):
   digits                     scikit-learn 8x8 digits; prepares itself offline on first use.
   cifar10, cifar100          tfds; `python -m storm_jax.data.prepare cifar10` (downloads).
   tiny_imagenet              tiny-imagenet-200.zip (or the extracted folder) in
@@ -32,7 +33,8 @@ from absl import logging
 import tensorflow as tf
 
 
-def _hide_gpus_from_tf() -> None:
+def hide_gpus_from_tf() -> None:
+  """Hides every GPU from TensorFlow (run on import): tf.data stays on the host, JAX owns them."""
   try:
     tf.config.set_visible_devices([], 'GPU')
   except RuntimeError:  # TF initialised its devices before this import
@@ -42,17 +44,19 @@ def _hide_gpus_from_tf() -> None:
                       tf.config.get_visible_devices('GPU'))
 
 
-_hide_gpus_from_tf()
+hide_gpus_from_tf()
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
 from storm_jax.data.info import AUGMENTS
 from storm_jax.data.info import CIFAR_C_CORRUPTIONS
 from storm_jax.data.info import CIFAR_C_STANDARD_15
+from storm_jax.data.info import IMAGENET_MEAN
+from storm_jax.data.info import IMAGENET_STD
 from storm_jax.data.info import DatasetInfo
 from storm_jax.data.info import SEVERITIES
 from storm_jax.data.info import corrupted_names
-from storm_jax.data.info import get_info
 from storm_jax.data.info import names
+from storm_jax.data.input_pipeline import box_feature
 from storm_jax.data.input_pipeline import eval_iterator
 from storm_jax.data.input_pipeline import make_eval_dataset
 from storm_jax.data.input_pipeline import make_train_dataset
@@ -61,4 +65,5 @@ from storm_jax.data.input_pipeline import process_range
 from storm_jax.data.input_pipeline import to_global
 from storm_jax.data.input_pipeline import train_iterator
 from storm_jax.data.sources import DatasetNotFoundError
+from storm_jax.data.sources import get_info
 from storm_jax.data.sources import prepare

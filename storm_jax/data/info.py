@@ -1,8 +1,10 @@
 """One table of dataset facts: image size, statistics, splits, class counts and protocols.
 
-Every other part of storm_jax reads dataset facts from here (`get_info(name)`), never from
-literals of its own. Statistics are per-channel mean/std of the training images in [0, 1]
-pixel units; the train step normalises on device as `(x / 255 - mean) / std`.
+A leaf module: no I/O and no imports from storm_jax. Every other part of storm_jax reads
+dataset facts from here, never from literals of its own; `data.get_info` (in sources.py, which
+owns the I/O) starts from `lookup(name)` and adds what only the disk knows (image folders,
+the split sizes of a prepared subset). Statistics are per-channel mean/std of the training
+images in [0, 1] pixel units; the train step normalises on device as `(x / 255 - mean) / std`.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ class DatasetInfo:
   eval_crop_fraction: float = 0.875
 
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet statistics, also the default of natural-photo datasets ('image_folder:<root>').
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 _CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 _CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -87,16 +90,16 @@ _TABLE: dict[str, DatasetInfo] = {i.name: i for i in (
     DatasetInfo('tiny_imagenet', 'tiny_imagenet', 200, (64, 64, 3),
                 (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
                 'train', 'validation', 100_000, 10_000, 'crop_flip', 4),
-    DatasetInfo('imagenet2012', 'imagenet2012', 1000, (224, 224, 3), _IMAGENET_MEAN,
-                _IMAGENET_STD, 'train', 'validation', 1_281_167, 50_000, 'rrc_flip',
+    DatasetInfo('imagenet2012', 'imagenet2012', 1000, (224, 224, 3), IMAGENET_MEAN,
+                IMAGENET_STD, 'train', 'validation', 1_281_167, 50_000, 'rrc_flip',
                 eval_resize=True),
-    DatasetInfo('caltech_birds2011', 'caltech_birds2011', 200, (224, 224, 3), _IMAGENET_MEAN,
-                _IMAGENET_STD, 'train', 'test', 5_994, 5_794, 'rrc_flip', eval_resize=True),
-    DatasetInfo('cars196', 'cars196', 196, (224, 224, 3), _IMAGENET_MEAN, _IMAGENET_STD,
+    DatasetInfo('caltech_birds2011', 'caltech_birds2011', 200, (224, 224, 3), IMAGENET_MEAN,
+                IMAGENET_STD, 'train', 'test', 5_994, 5_794, 'rrc_flip', eval_resize=True),
+    DatasetInfo('cars196', 'cars196', 196, (224, 224, 3), IMAGENET_MEAN, IMAGENET_STD,
                 'train', 'test', 8_144, 8_041, 'rrc_flip', eval_resize=True),
 )}
 # Aliases users type.
-_ALIASES = {'cub200': 'caltech_birds2011', 'cub': 'caltech_birds2011', 'imagenet': 'imagenet2012',
+ALIASES = {'cub200': 'caltech_birds2011', 'cub': 'caltech_birds2011', 'imagenet': 'imagenet2012',
             'stanford_cars': 'cars196', 'tinyimagenet': 'tiny_imagenet'}
 
 
@@ -139,42 +142,40 @@ def corrupted_names(base: str, corruptions=CIFAR_C_CORRUPTIONS) -> list[str]:
   return [f'{base}_corrupted/{c}_{s}' for c in corruptions for s in SEVERITIES]
 
 
-def get_info(name: str, *, data_dir: str | None = None,
-             image_size: int | None = None) -> DatasetInfo:
-  """Returns the facts about dataset `name`.
+def canonical_name(name: str) -> str:
+  """`name` with a user alias ('cub', 'imagenet', ...) replaced by the storm_jax name."""
+  return ALIASES.get(name, name)
+
+
+def lookup(name: str) -> DatasetInfo:
+  """The table's facts about dataset `name` (no I/O: image folders are read by `get_info`).
 
   Args:
-    name: a name from `names()`, e.g. 'cifar100', 'cifar100_corrupted/fog_3' or
-      'image_folder:/path/to/root'.
-    data_dir: tfds data_dir. When the dataset is already prepared there, split sizes come
-      from the prepared data (e.g. a Tiny-ImageNet subset); otherwise from the table.
-    image_size: overrides the emitted (square) image size.
-
-  Returns:
-    The `DatasetInfo`.
+    name: a name from `names()` (or an alias) other than 'image_folder:<root>'.
 
   Raises:
-    ValueError: unknown name (the message lists the known ones) or bad image_size.
+    ValueError: unknown name (the message lists the known ones).
   """
-  name = _ALIASES.get(name, name)
-  if name.startswith('image_folder:'):
-    from storm_jax.data import sources  # pylint: disable=g-import-not-at-top
-    info = sources.image_folder_info(name)
-  elif name.startswith(('cifar10_corrupted/', 'cifar100_corrupted/')):
-    info = _corrupted_info(name)
-  elif name in _TABLE:
-    info = _TABLE[name]
-  else:
-    raise ValueError(
-        f'Unknown dataset name {name!r}. Known: {sorted(_TABLE)}, aliases {sorted(_ALIASES)}, '
-        "'cifar10_corrupted/<corruption>_<severity>', "
-        "'cifar100_corrupted/<corruption>_<severity>' (corruptions: "
-        f"{', '.join(CIFAR_C_CORRUPTIONS)}; severities 1-5) and 'image_folder:<root>'.")
-  if image_size is not None:
-    if not isinstance(image_size, int) or image_size <= 0:
-      raise ValueError(f'image_size={image_size!r}: expected a positive int.')
-    info = dataclasses.replace(info, image_shape=(image_size, image_size, info.image_shape[2]))
-  if not name.startswith('image_folder:'):
-    from storm_jax.data import sources  # pylint: disable=g-import-not-at-top
-    info = sources.with_prepared_split_sizes(info, data_dir)
-  return info
+  name = canonical_name(name)
+  if name.startswith(('cifar10_corrupted/', 'cifar100_corrupted/')):
+    return _corrupted_info(name)
+  if name in _TABLE:
+    return _TABLE[name]
+  raise ValueError(
+      f'Unknown dataset name {name!r}. Known: {sorted(_TABLE)}, aliases {sorted(ALIASES)}, '
+      "'cifar10_corrupted/<corruption>_<severity>', "
+      "'cifar100_corrupted/<corruption>_<severity>' (corruptions: "
+      f"{', '.join(CIFAR_C_CORRUPTIONS)}; severities 1-5) and 'image_folder:<root>'.")
+
+
+def with_image_size(info: DatasetInfo, image_size: int | None) -> DatasetInfo:
+  """`info` emitting square images of side `image_size` (None: unchanged).
+
+  Raises:
+    ValueError: image_size is not a positive int.
+  """
+  if image_size is None:
+    return info
+  if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+    raise ValueError(f'image_size={image_size!r}: expected a positive int.')
+  return dataclasses.replace(info, image_shape=(image_size, image_size, info.image_shape[2]))

@@ -291,7 +291,7 @@ def box_feature(name: str, *, data_dir: str | None = None) -> tuple[str, ...]:
 
 def _box_feature(name: str, data_dir: str | None):
   """(`box_feature(name)`, the dataset's tfds FeaturesDict)."""
-  info = info_lib.get_info(name, data_dir=data_dir)
+  info = sources.get_info(name, data_dir=data_dir)
   features = {}
   if not info.name.startswith('image_folder:'):
     features = sources.builder(info.tfds_name, data_dir).info.features
@@ -314,7 +314,7 @@ def _box_feature(name: str, data_dir: str | None):
   return found[0], features
 
 
-def _box_parser(name: str, data_dir: str | None, max_boxes: int | None):
+def box_parser(name: str, data_dir: str | None, max_boxes: int | None):
   """(record -> [n, 4] float32 normalised boxes, number of box slots K) of dataset `name`."""
   path, features = _box_feature(name, data_dir)
   sequence = isinstance(features[path[0]], tfds.features.Sequence)
@@ -361,7 +361,7 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
                        process_count: int | None = None, train_examples: int | None = None
                        ) -> tuple[tf.data.Dataset, info_lib.DatasetInfo]:
   """The train tf.data pipeline behind `train_iterator` (same arguments) and its info."""
-  info = info_lib.get_info(name, data_dir=data_dir, image_size=image_size)
+  info = sources.get_info(name, data_dir=data_dir, image_size=image_size)
   if info.train_split is None:
     raise ValueError(f'dataset {name!r} has no train split (it is evaluation-only).')
   augment = info.train_augment if augment is None else augment
@@ -446,7 +446,7 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
 
 def _eval_setup(name, global_batch_size, split, data_dir, image_size, process_index,
                 process_count):
-  info = info_lib.get_info(name, data_dir=data_dir, image_size=image_size)
+  info = sources.get_info(name, data_dir=data_dir, image_size=image_size)
   split = info.eval_split if split is None else split
   index, count = _processes(process_index, process_count)
   b = _local_batch_size(global_batch_size, count)
@@ -472,7 +472,7 @@ def make_eval_dataset(name: str, *, global_batch_size: int, split: str | None = 
                       ) -> tuple[tf.data.Dataset, info_lib.DatasetInfo]:
   """The eval tf.data pipeline behind `eval_iterator` (same arguments) and its info."""
   if with_boxes:  # before the dataset is opened (or prepared)
-    parse_boxes, max_boxes = _box_parser(name, data_dir, max_boxes)
+    parse_boxes, max_boxes = box_parser(name, data_dir, max_boxes)
   info, source, index, count, b, num_batches = _eval_setup(
       name, global_batch_size, split, data_dir, image_size, process_index, process_count)
   total = source.num_examples

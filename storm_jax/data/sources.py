@@ -99,7 +99,7 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
   if name.startswith(_IMAGE_FOLDER):
     raise ValueError(f'name={name!r}: image folders are read in place, nothing to prepare.')
   try:  # storm_jax names (aliases, official corruption names) -> tfds names
-    name = info_lib.get_info(name, data_dir=data_dir).tfds_name
+    name = info_lib.lookup(name).tfds_name
   except ValueError:
     pass  # a tfds name, or 'cifar10_corrupted' / 'cifar100_corrupted' for all configs
   manual_dir = manual_dir or default_manual_dir(data_dir)
@@ -334,9 +334,33 @@ def image_folder_info(name: str) -> info_lib.DatasetInfo:
     size = im.size[1]
   return info_lib.DatasetInfo(
       name=name, tfds_name=name, num_classes=len(classes), image_shape=(size, size, 3),
-      mean=info_lib._IMAGENET_MEAN, std=info_lib._IMAGENET_STD,  # pylint: disable=protected-access
+      mean=info_lib.IMAGENET_MEAN, std=info_lib.IMAGENET_STD,
       train_split=train, eval_split=eval_split, num_train=len(splits.get(train, ())),
       num_eval=len(splits[eval_split]), train_augment='rrc_flip', eval_resize=True)
+
+
+def get_info(name: str, *, data_dir: str | None = None,
+             image_size: int | None = None) -> info_lib.DatasetInfo:
+  """Returns the facts about dataset `name`: the table's (`info.lookup`) and the disk's.
+
+  Args:
+    name: a name from `names()`, e.g. 'cifar100', 'cifar100_corrupted/fog_3' or
+      'image_folder:/path/to/root' (whose classes, splits and image size are read from disk).
+    data_dir: tfds data_dir. When the dataset is already prepared there, split sizes come
+      from the prepared data (e.g. a Tiny-ImageNet subset); otherwise from the table.
+    image_size: overrides the emitted (square) image size.
+
+  Returns:
+    The `DatasetInfo`.
+
+  Raises:
+    ValueError: unknown name (the message lists the known ones) or bad image_size.
+  """
+  name = info_lib.canonical_name(name)
+  if name.startswith(_IMAGE_FOLDER):
+    return info_lib.with_image_size(image_folder_info(name), image_size)
+  info = info_lib.with_image_size(info_lib.lookup(name), image_size)
+  return with_prepared_split_sizes(info, data_dir)
 
 
 def with_prepared_split_sizes(info: info_lib.DatasetInfo,

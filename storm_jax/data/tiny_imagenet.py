@@ -65,7 +65,7 @@ WNIDS = (
 )
 
 
-class _Archive:
+class Archive:
   """Reads members of the official layout from the zip or from the extracted folder."""
 
   def __init__(self, path: str):
@@ -152,7 +152,7 @@ class TinyImagenet(builder_base.Builder):
     except Exception:  # pylint: disable=broad-except
       manual_dir = None  # tfds asserts when the manual dir does not exist
     path = find_source(manual_dir) or str(dl_manager.download(URL))
-    archive = _Archive(path)
+    archive = Archive(path)
     wnids = tuple(l[0] for l in _parse_lines(archive.read('wnids.txt')))
     if wnids != WNIDS:
       raise ValueError(f'{path}: wnids.txt differs from the official Tiny-ImageNet-200 list '
@@ -162,12 +162,12 @@ class TinyImagenet(builder_base.Builder):
         'validation': self._generate_examples(archive, 'validation'),
     }
 
-  def _generate_examples(self, archive: _Archive, split: str):
+  def _generate_examples(self, archive: Archive, split: str):
     if split == 'train':
       return self._generate_train(archive)
     return self._generate_val(archive)
 
-  def _generate_train(self, archive: _Archive):
+  def _generate_train(self, archive: Archive):
     for wnid in WNIDS:
       boxes_file = f'train/{wnid}/{wnid}_boxes.txt'
       boxes = {}
@@ -181,7 +181,7 @@ class TinyImagenet(builder_base.Builder):
             'file_name': fname,
         }
 
-  def _generate_val(self, archive: _Archive):
+  def _generate_val(self, archive: Archive):
     for fields in _parse_lines(archive.read('val/val_annotations.txt')):
       fname, wnid = fields[0], fields[1]
       yield fname, {

@@ -11,6 +11,9 @@
   stats = ev.time_step(jitted_step, args, warmup=2, repeats=20)
 
 All values are fractions; the papers report 100 x them.
+
+`storm_jax.evaluation.runner` (imported on its own: it needs the training stack) evaluates
+a run's checkpoint with these functions; `python -m storm_jax.evaluate` is its CLI.
 """
 
 from storm_jax.evaluation.adversarial import (FGSM_EPSILONS, PUZZLEMIX_PGD, fgsm,
@@ -21,6 +24,7 @@ from storm_jax.evaluation.classification import (accuracy, calibration_bins, ece
 from storm_jax.evaluation.corruption import (CORRUPTION_SETS, corruption_errors,
                                              corruption_list, format_table, mce)
 from storm_jax.evaluation.timing import augmentation_overhead, time_step
-from storm_jax.evaluation.wsol import (box_iou, cam_to_uint8, class_activation_map,
-                                       largest_component_box, localization_correct,
-                                       predict_boxes, smooth_cam)
+from storm_jax.evaluation.wsol import (IOU_THRESHOLD, box_iou, cam_boxes, cam_to_uint8,
+                                       class_activation_map, largest_component_box,
+                                       localization_correct, predict_boxes,
+                                       predicted_class_cams, smooth_cam)

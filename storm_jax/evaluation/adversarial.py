@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from storm_jax.utils import images
+
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 # The budgets the papers report (SPECS §14.2), in [0, 1] pixel units.
@@ -42,11 +44,8 @@ def normalized_logits_fn(model: Any, variables: Any, *, mean: Sequence[float],
       fn = normalized_logits_fn(model, variables, mean=info.mean, std=info.std)
       return fn(fgsm(fn, x01, labels, epsilon=8 / 255))
   """
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
-
   def logits_fn(x01):
-    return model.apply(variables, (x01 - mean) / std, train=False)
+    return model.apply(variables, images.normalize(x01, mean, std), train=False)
 
   return logits_fn
 

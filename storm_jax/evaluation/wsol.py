@@ -24,12 +24,13 @@ counts pixels, i.e. uses (x_max - x_min + 1) widths.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
+
+# Step 7: a box localises the object when its IoU with a ground-truth box is at least this.
+IOU_THRESHOLD = 0.5
 
 
 def class_activation_map(features: jax.Array, head_kernel: jax.Array,
@@ -113,10 +114,36 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def localization_correct(pred_box: np.ndarray, gt_boxes: np.ndarray, *, top1_correct: bool,
-                         iou_threshold: float = 0.5) -> bool:
-  """Correct iff max IoU with any ground-truth box >= iou_threshold AND top-1 is correct."""
+                         iou_threshold: float = IOU_THRESHOLD) -> bool:
+  """Correct iff max IoU with any ground-truth box >= iou_threshold AND top-1 is correct.
+
+  `top1_correct=True` gives the GT-known criterion (the IoU condition alone). An image with no
+  ground-truth box (e.g. every box fell outside the centre crop) is not localised.
+  """
   gt_boxes = np.asarray(gt_boxes).reshape(-1, 4)
-  return bool(top1_correct) and bool(np.max(box_iou(pred_box, gt_boxes)) >= iou_threshold)
+  if not top1_correct or gt_boxes.shape[0] == 0:
+    return False
+  return bool(np.max(box_iou(pred_box, gt_boxes)) >= iou_threshold)
+
+
+def predicted_class_cams(logits: jax.Array, features: jax.Array, head_kernel: jax.Array,
+                         image_size: tuple[int, int]) -> jax.Array:
+  """Steps 1-4 on device: the predicted class's CAM of each image as uint8 [B, H, W].
+
+  Args:
+    logits: [B, N] (the top-1 class selects the CAM weights).
+    features: [B, h, w, F] from `model.apply(..., return_features=True)`.
+    head_kernel: [F, N] = variables['params']['head']['kernel'].
+    image_size: (H, W) of the model input, the size boxes are expressed in.
+  """
+  cam = class_activation_map(features, head_kernel, jnp.argmax(logits, axis=-1))
+  return cam_to_uint8(cam, tuple(image_size))
+
+
+def cam_boxes(cams_uint8: np.ndarray, *, threshold: float = 0.25) -> np.ndarray:
+  """Steps 5-6 on the host: [B, H, W] uint8 CAMs -> [B, 4] int64 boxes."""
+  boxes = [largest_component_box(c, threshold=threshold) for c in np.asarray(cams_uint8)]
+  return np.stack(boxes) if boxes else np.zeros((0, 4), np.int64)
 
 
 def predict_boxes(logits: jax.Array, features: jax.Array, head_kernel: jax.Array, *,
@@ -124,17 +151,11 @@ def predict_boxes(logits: jax.Array, features: jax.Array, head_kernel: jax.Array
   """Steps 1-6 for a batch: predicted-class CAM boxes, [B, 4] int64 (host).
 
   Args:
-    logits: [B, N] (the top-1 class selects the CAM weights).
-    features: [B, h, w, F] from `model.apply(..., return_features=True)`.
-    head_kernel: [F, N] = variables['params']['head']['kernel'].
-    image_size: (H, W) of the model input, the size boxes are expressed in.
+    logits, features, head_kernel, image_size: as `predicted_class_cams`.
     threshold: CAM binarisation threshold as a fraction of the max.
   """
-  cams = _cams_uint8(logits, features, head_kernel, tuple(image_size))
-  return np.stack([largest_component_box(c, threshold=threshold) for c in np.asarray(cams)])
+  cams = _jitted_cams(logits, features, head_kernel, tuple(image_size))
+  return cam_boxes(cams, threshold=threshold)
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _cams_uint8(logits, features, head_kernel, image_size):
-  cam = class_activation_map(features, head_kernel, jnp.argmax(logits, axis=-1))
-  return cam_to_uint8(cam, image_size)
+_jitted_cams = jax.jit(predicted_class_cams, static_argnums=3)

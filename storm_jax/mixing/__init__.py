@@ -12,7 +12,8 @@
 
 from storm_jax.mixing.base import (GRANULARITIES, PAIRINGS, Mixer, get, hparam_names, names,
                                    partner, register, smooth_labels)
-from storm_jax.mixing.losses import LOSSES, mixed_objective, soft_cross_entropy, softmax_bce
+from storm_jax.mixing.losses import (LOSSES, OBJECTIVES, mixed_objective, soft_cross_entropy,
+                                     softmax_bce)
 
 # Importing a method's module registers it. The plain functions
 # `fn(key, x, y, **hparams) -> (x_mix, y_mix)` share their module's name, so after these

@@ -49,17 +49,44 @@ def softmax_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
 LOSSES = {'softmax_ce': soft_cross_entropy, 'softmax_bce': softmax_bce}
 
 
-def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.Array | None = None,
-                    y_clean: jax.Array | None = None, *, clean_weight: float = 0.0) -> jax.Array:
-  """The training objective `clean_weight * CE(f(x), y) + CE(f(x_mix), y_mix)`, batch means.
+# How `mixed_objective` combines the clean and the mixed term (docs/DESIGN.md#storm-loss).
+OBJECTIVES = ('sum', 'mean')
 
-  StoRM (Algorithm 1, line 10) and Region Mixup use `clean_weight=1`: an unweighted sum of
-  the clean and the mixed cross-entropy. `clean_weight=0` is plain mixed training (the
-  clean logits are then not needed). Use `Mixer.clean_loss_weight` for the method's value.
+
+def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.Array | None = None,
+                    y_clean: jax.Array | None = None, *, clean_weight: float | jax.Array = 0.0,
+                    loss: str = 'softmax_ce', objective: str = 'sum') -> jax.Array:
+  """The training objective over a clean and a mixed batch, batch means.
+
+  `objective='sum'`: `L(f(x_mix), y_mix) + w * L(f(x), y)` with `w = clean_weight`. StoRM
+  (Algorithm 1, line 10) and Region Mixup use `w = 1`: an unweighted sum of the two terms,
+  whose gradient is about twice that of single-objective training at the same learning rate.
+  `objective='mean'`: the same divided by `1 + w` (for `w = 1` the average of the two terms),
+  the gradient scale of single-objective training. With `w = 0` (plain mixed training; the
+  clean logits are then not needed) the two coincide. Use `Mixer.clean_loss_weight` for the
+  method's `w`; it may be a traced scalar (the train step zeroes it when mixing is off).
+
+  Args:
+    logits_mix, y_mix: `[B', N]` logits and soft labels of the mixed batch.
+    logits_clean, y_clean: `[B, N]` of the clean batch, or None when `clean_weight` is 0.
+    clean_weight: `w`, a Python float or a float scalar array.
+    loss: a key of `LOSSES` (`softmax_ce` | `softmax_bce`).
+    objective: 'sum' | 'mean'.
+
+  Returns:
+    A float32 scalar.
   """
-  loss = jnp.mean(soft_cross_entropy(logits_mix, y_mix))
-  if clean_weight:
-    if logits_clean is None or y_clean is None:
+  if loss not in LOSSES:
+    raise ValueError(f'loss={loss!r}: expected one of {sorted(LOSSES)}.')
+  if objective not in OBJECTIVES:
+    raise ValueError(f'objective={objective!r}: expected one of {list(OBJECTIVES)}.')
+  loss_fn = LOSSES[loss]
+  total = jnp.mean(loss_fn(logits_mix, y_mix))
+  if logits_clean is None or y_clean is None:
+    if not isinstance(clean_weight, jax.Array) and clean_weight:
       raise ValueError(f'clean_weight={clean_weight!r} needs logits_clean and y_clean.')
-    loss = loss + clean_weight * jnp.mean(soft_cross_entropy(logits_clean, y_clean))
-  return loss
+    return total
+  total = total + clean_weight * jnp.mean(loss_fn(logits_clean, y_clean))
+  if objective == 'mean':
+    total = total / (1.0 + clean_weight)
+  return total

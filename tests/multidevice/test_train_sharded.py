@@ -65,18 +65,15 @@ def setup(config, devices):
   """(fresh state, ctx, jitted step, batch sharding); initial states are built once."""
   info = train.dataset_info(config)
   mesh = train.make_mesh(devices)
-  model = train.build_model(config, info.num_classes)
-  tx, lr_fn = train.make_optimizer(config, train.steps_per_epoch(config, info),
-                                   train.total_steps(config, info))
+  steps = train.make_steps(config, mesh, info)
   cache_key = (len(devices), config.model.to_json(), config.optim.to_json())
   if cache_key not in _STATES:
-    _STATES[cache_key] = train.create_train_state(config, model, jax.random.key(0), mesh, tx=tx,
-                                                  input_shape=info.image_shape)
+    tx, _ = train.make_optimizer(config, train.steps_per_epoch(config, info),
+                                 train.total_steps(config, info))
+    _STATES[cache_key] = train.create_train_state(config, steps.ctx.model, jax.random.key(0),
+                                                  mesh, tx=tx, input_shape=info.image_shape)
   state = jax.tree.map(jnp.copy, _STATES[cache_key])  # The step donates its state.
-  ctx = train._make_context(config, info, model, train.build_mixer(config), mesh, lr_fn)
-  state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  step, _, _, batch_sharding = train._compile_steps(ctx, config, state_sharding, mesh)
-  return state, ctx, step, batch_sharding
+  return state, steps.ctx, steps.train, steps.batch_sharding
 
 
 def batches(n, b=16):
@@ -98,7 +95,7 @@ def test_sharded_step_equals_single_device_step_global_scope():
     state, _, step, sharding = setup(config, jax.devices()[:n])
     losses = []
     for batch in batches(3):
-      state, metrics = step(state, train._to_global(batch, sharding), key)
+      state, metrics = step(state, data.to_global(batch, sharding), key)
       losses.append(float(metrics['loss']))
     results[n] = (losses, jax.device_get(state.params), jax.device_get(state.batch_stats))
   assert len(state.params['head']['kernel'].sharding.device_set) == 1
@@ -112,7 +109,7 @@ def test_device_scope_mixes_within_each_shard_with_its_own_draws():
   state, ctx, _, sharding = setup(config, jax.devices())
   batch = batches(1, b=64)[0]
   fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
-  out = jax.device_get(fn(state, train._to_global(batch, sharding), jax.random.key(3)))
+  out = jax.device_get(fn(state, data.to_global(batch, sharding), jax.random.key(3)))
   y_mix, labels = out['y_mix'], batch['label']
   lams = []
   for d in range(8):
@@ -131,7 +128,7 @@ def test_device_scope_step_runs_and_is_deterministic():
   config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.scope': 'device'})
   out = []
   _, _, step, sharding = setup(config, jax.devices())
-  batch = train._to_global(batches(1)[0], sharding)
+  batch = data.to_global(batches(1)[0], sharding)
   for _ in range(2):
     state, _, _, _ = setup(config, jax.devices())
     state, metrics = step(state, batch, jax.random.key(0))
@@ -143,7 +140,7 @@ def test_device_scope_step_runs_and_is_deterministic():
 def test_checkpoint_from_8_devices_restores_onto_1_device_mesh(tmp_path):
   config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.scope': 'global'})
   state8, _, step, sharding = setup(config, jax.devices())
-  state8, _ = step(state8, train._to_global(batches(1)[0], sharding), jax.random.key(0))
+  state8, _ = step(state8, data.to_global(batches(1)[0], sharding), jax.random.key(0))
   ckpt = checkpointing.Checkpointer(str(tmp_path))
   ckpt.save(1, state8)
   ckpt.wait()

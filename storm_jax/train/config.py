@@ -1,0 +1,173 @@
+"""From a run config to what training needs: validation, step counts, mixer, model, data.
+
+Every other module of `storm_jax.train` reads the config through these functions; a bad
+config raises a `ValueError` naming the field and its value before anything compiles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+
+from storm_jax import data
+from storm_jax import mixing
+from storm_jax import models
+from storm_jax.train import optim
+
+MIX_SCOPES = ('device', 'global')
+SALIENCY_BATCH_STATS = ('keep', 'discard')
+
+
+def _opt(value: Any) -> Any:
+  """Config fields use '' / 0 for 'not set' (ml_collections cannot override None)."""
+  return None if value is None or value == '' or value == 0 else value
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
+  """`data.get_info` for `config.dataset` (image_size override and prepared split sizes).
+
+  Raises:
+    ValueError: unknown dataset or bad image size, naming the config field.
+  """
+  try:
+    return data.get_info(config.dataset.name, data_dir=_opt(config.dataset.data_dir),
+                         image_size=_opt(config.dataset.image_size))
+  except ValueError as e:
+    raise ValueError(f'dataset.name={config.dataset.name!r} / dataset.image_size='
+                     f'{config.dataset.image_size!r}: {e}') from e
+
+
+def train_iterator(config: ml_collections.ConfigDict, *, start_step: int = 0) -> Iterator:
+  """`data.train_iterator` of `config.dataset` for this process, from `start_step` on."""
+  return data.train_iterator(
+      config.dataset.name, global_batch_size=config.batch_size, seed=config.seed,
+      start_step=start_step, data_dir=_opt(config.dataset.data_dir),
+      augment=_opt(config.dataset.augment), image_size=_opt(config.dataset.image_size),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      train_examples=config.dataset.get('train_examples', 0) or None)
+
+
+def eval_iterator(config: ml_collections.ConfigDict, *, dataset: str | None = None,
+                  split: str | None = None, with_boxes: bool = False) -> Iterator:
+  """`data.eval_iterator` of `dataset` (default `config.dataset.name`) for this process.
+
+  Batches of `config.eval_batch_size` with a 'mask' of the valid (non-padding) examples.
+  """
+  return data.eval_iterator(
+      dataset or config.dataset.name, global_batch_size=config.eval_batch_size, split=split,
+      data_dir=_opt(config.dataset.data_dir), image_size=_opt(config.dataset.image_size),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      with_boxes=with_boxes)
+
+
+def check_has_boxes(config: ml_collections.ConfigDict) -> None:
+  """Raises a `ValueError` naming the dataset if it has no bounding boxes (for WSOL)."""
+  data.box_feature(config.dataset.name, data_dir=_opt(config.dataset.data_dir))
+
+
+def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
+  """The mixer of `config.mix`, with `config.label_smoothing` applied inside it (once)."""
+  hparams = dict(config.mix.get('hparams', {}) or {})
+  if 'label_smoothing' in hparams:
+    raise ValueError('mix.hparams.label_smoothing is not allowed: set config.label_smoothing '
+                     f'(got mix.hparams.label_smoothing={hparams["label_smoothing"]!r}).')
+  return mixing.get(config.mix.name, label_smoothing=config.label_smoothing, **hparams)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  return models.get(config.model.name, num_classes=num_classes,
+                    **dict(config.model.get('kwargs', {}) or {}))
+
+
+def num_train_examples(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
+  """Examples trained on: the split, or its first `dataset.train_examples` (reduced runs)."""
+  limit = int(config.dataset.get('train_examples', 0) or 0)
+  return min(info.num_train, limit) if limit > 0 else info.num_train
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
+  """Optimiser steps per epoch (the last incomplete batch of an epoch is dropped)."""
+  return max(1, num_train_examples(config, info) // config.batch_size)
+
+
+def total_steps(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
+  if config.get('num_train_steps', -1) and config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(math.ceil(config.num_epochs * steps_per_epoch(config, info)))
+
+
+def mix_off_step(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
+  """First step at which mixing is turned off (== total steps when it never is)."""
+  n = total_steps(config, info)
+  off = n
+  if config.mix.get('off_after_step', -1) >= 0:
+    off = min(off, int(config.mix.off_after_step))
+  if config.mix.get('off_last_epochs', 0) > 0:
+    off = min(off, n - int(config.mix.off_last_epochs * steps_per_epoch(config, info)))
+  return max(0, off)
+
+
+def _check(cond: bool, field: str, value: Any, why: str) -> None:
+  if not cond:
+    raise ValueError(f'{field}={value!r} {why}')
+
+
+def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None,
+                    process_count: int | None = None) -> None:
+  """Checks the config before anything is built or compiled.
+
+  Raises:
+    ValueError: naming the offending field and its value.
+  """
+  device_count = jax.device_count() if device_count is None else device_count
+  process_count = jax.process_count() if process_count is None else process_count
+  _check(config.model.name in models.names(), 'model.name', config.model.name,
+         f'is not a known model; known: {", ".join(models.names())}.')
+  _check(config.mix.name in mixing.names(), 'mix.name', config.mix.name,
+         f'is not a known mixing method; known: {", ".join(mixing.names())}.')
+  _check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
+         f'must be one of {MIX_SCOPES}.')
+  _check(config.mix.get('saliency_batch_stats', 'keep') in SALIENCY_BATCH_STATS,
+         'mix.saliency_batch_stats', config.mix.get('saliency_batch_stats'),
+         f'must be one of {SALIENCY_BATCH_STATS}.')
+  for field in ('batch_size', 'eval_batch_size'):
+    value = config[field]
+    _check(isinstance(value, int) and value >= 1, field, value, 'must be an integer >= 1.')
+    _check(value % device_count == 0, field, value,
+           f'must be divisible by the number of devices ({device_count}).')
+    _check(value % process_count == 0, field, value,
+           f'must be divisible by the number of processes ({process_count}).')
+  _check(config.num_train_steps > 0 or config.num_epochs > 0, 'num_epochs', config.num_epochs,
+         'must be > 0 when num_train_steps is not set.')
+  _check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
+         'must be in [0, 1).')
+  _check(config.mix.objective in mixing.OBJECTIVES, 'mix.objective', config.mix.objective,
+         f'must be one of {list(mixing.OBJECTIVES)}.')
+  _check(config.loss in mixing.LOSSES, 'loss', config.loss,
+         f'is not one of {sorted(mixing.LOSSES)}.')
+  for field in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'):
+    _check(isinstance(config[field], int) and config[field] >= 0, field, config[field],
+           'must be an integer >= 0 (0 = only at the end).')
+  _check(config.keep_checkpoints >= 1, 'keep_checkpoints', config.keep_checkpoints,
+         'must be >= 1.')
+  optim.validate(config.optim)
+  _check(config.mix.get('off_last_epochs', 0) >= 0, 'mix.off_last_epochs',
+         config.mix.get('off_last_epochs'), 'must be >= 0.')
+
+  mixer = build_mixer(config)  # Raises ValueError for bad hyper-parameters.
+  info = dataset_info(config)  # Raises ValueError for an unknown dataset.
+  h, w, _ = info.image_shape
+  if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
+    for p in mixer.hparams['grid_sizes']:
+      _check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],
+             f'must all divide the image size {h}x{w}.')
+  train_examples = config.dataset.get('train_examples', 0)
+  _check(isinstance(train_examples, int) and train_examples >= 0, 'dataset.train_examples',
+         train_examples, 'must be an integer >= 0 (0 = the whole split).')
+  n_train = num_train_examples(config, info)
+  _check(config.batch_size <= max(n_train, 1), 'batch_size', config.batch_size,
+         f'exceeds the training set ({n_train} examples).')

@@ -1,0 +1,326 @@
+"""The train and eval steps, the train state, and the builder of their jitted, sharded forms.
+
+Parallelism. One global-view `jax.jit` over a 1-D mesh `('data',)` built from every device
+of every process. The train state is replicated, the batch is sharded on `'data'`, the
+state is donated. The mesh axis is `AxisType.Auto`: models and mixers carry no sharding
+annotations, and GSPMD propagation from the batch sharding is exactly what we want (an
+`Explicit` axis would require every op with an ambiguous output sharding to name one).
+Note that batch-norm statistics are then those of the global batch (synchronised BN),
+unlike per-GPU BN in PyTorch DDP; on one device the two coincide.
+
+Mixing scope (`config.mix.scope`):
+  * 'device': each device mixes its own shard inside `jax.shard_map`, with a per-device
+    key (`fold_in(key, axis_index('data'))`): per-device permutations, per-device λ, no
+    collectives -- the DDP behaviour of the reference code (SPECS §0.4).
+  * 'global': one permutation / one draw over the global batch (identical results for any
+    number of devices).
+
+Keys are stateless: the step key is `step_key(seed_key, state.step)`, so a resumed run
+replays exactly (same mixing draws, same data order).
+
+Objectives (SPECS §0.5, §6-§8, §10):
+  * loss = CE(f(x_mix), y_mix) + w_clean * CE(f(x), y), w_clean = `mixer.clean_loss_weight`
+    (1 for StoRM / Region Mixup, R-Mix's `clean_weight`); `mix.objective='mean'` divides it
+    by 1 + w_clean (`mixing.mixed_objective`). Two forward passes by default,
+    each updating the batch-norm running statistics in turn (clean pass first), as two
+    PyTorch forward calls would. `mix.single_pass=True` concatenates `[x; x_mix]` into one
+    pass instead -- a documented deviation: batch-norm then normalises both halves with
+    joint statistics.
+  * R-Mix: the input-gradient saliency is computed with the current parameters in train
+    mode, outside the differentiated loss (no gradient through the mask). Its batch-norm
+    update is kept (`mix.saliency_batch_stats='keep'`, SPECS §8: the reference runs that
+    pass in train mode, updating the running statistics) or dropped ('discard').
+  * multi-mix: the mixer returns K*B samples; the loss is their mean.
+  * "Mixing off for the last N epochs" (`mix.off_last_epochs` / `mix.off_after_step`) is
+    decided from `state.step` inside the step, so crossing the boundary does not
+    recompile. When off, the step trains on the clean (label-smoothed) batch only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import optax
+
+from storm_jax import data
+from storm_jax import mixing
+from storm_jax.train import config as config_lib
+from storm_jax.train import optim
+from storm_jax.utils.images import normalize
+
+
+class TrainState(train_state.TrainState):
+  """`flax` TrainState plus the batch-norm running statistics."""
+
+  batch_stats: Any = None
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D `('data',)` mesh over all devices (of all processes), axis type Auto."""
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def create_train_state(config: ml_collections.ConfigDict, model, key: jax.Array,
+                       mesh: jax.sharding.Mesh, *, tx: optax.GradientTransformation | None = None,
+                       input_shape: tuple[int, int, int] | None = None) -> TrainState:
+  """Initialises the train state directly with replicated shardings on `mesh`.
+
+  Args:
+    config: the run config (dataset and optimiser fields are used).
+    model: a flax Linen module (`models.get(...)`).
+    key: init key.
+    mesh: the `('data',)` mesh.
+    tx: the optimiser; default `make_optimizer(config, ...)`.
+    input_shape: (H, W, C); default from the dataset info.
+  """
+  if tx is None or input_shape is None:
+    info = config_lib.dataset_info(config)
+    input_shape = input_shape or tuple(info.image_shape)
+    if tx is None:
+      tx, _ = optim.make_optimizer(config, config_lib.steps_per_epoch(config, info),
+                                   config_lib.total_steps(config, info))
+
+  def init(key):
+    variables = model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                             batch_stats=variables.get('batch_stats', {}))
+
+  abstract = jax.eval_shape(init, key)
+  shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract)
+  return jax.jit(init, out_shardings=shardings)(key)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """Everything static the train / eval steps need (bound with functools.partial)."""
+
+  model: Any
+  mixer: mixing.Mixer
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  num_classes: int
+  mesh: jax.sharding.Mesh
+  scope: str = 'device'
+  single_pass: bool = False
+  mix_off_step: int = 2**31 - 1
+  saliency_batch_stats: str = 'keep'
+  lr_fn: Any = None
+  loss: str = 'softmax_ce'
+  objective: str = 'sum'
+
+
+def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                 info: data.DatasetInfo | None = None) -> StepContext:
+  """The step context of `config` on `mesh`: its model, mixer, statistics and schedule."""
+  info = config_lib.dataset_info(config) if info is None else info
+  lr_fn, _ = optim.make_schedules(config, config_lib.steps_per_epoch(config, info),
+                                  config_lib.total_steps(config, info))
+  return StepContext(
+      model=config_lib.build_model(config, info.num_classes),
+      mixer=config_lib.build_mixer(config), mean=tuple(info.mean), std=tuple(info.std),
+      num_classes=info.num_classes, mesh=mesh, scope=config.mix.scope,
+      single_pass=bool(config.mix.get('single_pass', False)),
+      mix_off_step=config_lib.mix_off_step(config, info),
+      saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn,
+      loss=config.loss, objective=config.mix.objective)
+
+
+def step_key(key: jax.Array, step: jax.Array | int) -> jax.Array:
+  """The mixing key of step `step` of a run with seed key `key` (stateless: resumes replay)."""
+  mix_key, = jax.random.split(jax.random.fold_in(key, step), 1)
+  return mix_key
+
+
+def _forward(ctx: StepContext, params, batch_stats, x, *, train: bool = True):
+  """Train-mode forward; returns (logits, new batch_stats)."""
+  logits, updates = ctx.model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                                    train=train, mutable=['batch_stats'])
+  return logits, updates['batch_stats']
+
+
+def _mix(ctx: StepContext, key, x, y, saliency):
+  """Applies the mixer globally or per device (shard_map, device index folded in)."""
+  mixer = ctx.mixer
+  kw_names = ('saliency',) if saliency is not None else ()
+  args = (saliency,) if saliency is not None else ()
+
+  def fn(key, x, y, *extra):
+    return mixer(key, x, y, **dict(zip(kw_names, extra)))
+
+  if ctx.scope == 'global':
+    return fn(key, x, y, *args)
+
+  def local(key, x, y, *extra):
+    # Per-device draws (DDP behaviour): each shard gets its own key.
+    key = jax.random.fold_in(key, jax.lax.axis_index('data'))
+    return fn(key, x, y, *extra)
+
+  return jax.shard_map(local, mesh=ctx.mesh,
+                       in_specs=(P(), P('data'), P('data')) + (P('data'),) * len(args),
+                       out_specs=(P('data'), P('data')))(key, x, y, *args)
+
+
+def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Array],
+                 key: jax.Array):
+  """The inputs of one train step (`key`: the step key, `step_key(seed_key, state.step)`).
+
+  Returns:
+    dict with x, y_clean ([B, N], smoothed), x_mix ([K*B, H, W, C]), y_mix, mix_on (bool
+    scalar), batch_stats (after the saliency pass, if any and kept).
+  """
+  x = normalize(batch['image'], ctx.mean, ctx.std)
+  y = jax.nn.one_hot(batch['label'], ctx.num_classes, dtype=jnp.float32)
+  y_clean = mixing.smooth_labels(y, ctx.mixer.label_smoothing)
+  mix_on = state.step < ctx.mix_off_step
+  batch_stats = state.batch_stats
+  saliency = None
+  if ctx.mixer.needs_saliency:
+    # Current parameters, train mode; the mask never receives a gradient.
+    def logits_fn(inputs):
+      return _forward(ctx, state.params, state.batch_stats, inputs)
+
+    saliency, saliency_stats = mixing.input_gradient_saliency(logits_fn, x, y_clean,
+                                                              has_aux=True)
+    saliency = jax.lax.stop_gradient(saliency)
+    if ctx.saliency_batch_stats == 'keep':
+      batch_stats = saliency_stats
+  x_mix, y_mix = _mix(ctx, key, x, y, saliency)
+  x_mix, y_mix = jax.lax.stop_gradient((x_mix, y_mix))
+  k = ctx.mixer.multiplicity
+  x_mix = jnp.where(mix_on, x_mix, jnp.tile(x, (k, 1, 1, 1)))
+  y_mix = jnp.where(mix_on, y_mix, jnp.tile(y_clean, (k, 1)))
+  return dict(x=x, y_clean=y_clean, x_mix=x_mix, y_mix=y_mix, mix_on=mix_on,
+              batch_stats=batch_stats)
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array, *,
+               ctx: StepContext) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on a (sharded) global batch.
+
+  Args:
+    state: replicated train state (donated).
+    batch: {'image': uint8 [B, H, W, C], 'label': int32 [B]}, sharded on 'data'.
+    key: the run's seed key; the step mixes with `step_key(key, state.step)`.
+    ctx: static step context.
+
+  Returns:
+    (new state, metrics dict of scalars).
+  """
+  inputs = mixed_inputs(ctx, state, batch, step_key(key, state.step))
+  clean_weight = float(ctx.mixer.clean_loss_weight)
+  # When mixing is off the step trains on the clean batch only (no clean term on top).
+  w_clean = clean_weight * inputs['mix_on'].astype(jnp.float32)
+  b = inputs['x'].shape[0]
+
+  def loss_fn(params):
+    batch_stats = inputs['batch_stats']
+    logits_clean = None
+    if clean_weight and ctx.single_pass:
+      logits, batch_stats = _forward(
+          ctx, params, batch_stats, jnp.concatenate([inputs['x'], inputs['x_mix']]))
+      logits_clean, logits_mix = logits[:b], logits[b:]
+    else:
+      if clean_weight:
+        logits_clean, batch_stats = _forward(ctx, params, batch_stats, inputs['x'])
+      logits_mix, batch_stats = _forward(ctx, params, batch_stats, inputs['x_mix'])
+    loss = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean,
+                                  inputs['y_clean'], clean_weight=w_clean, loss=ctx.loss,
+                                  objective=ctx.objective)
+    return loss, (batch_stats, logits_mix)
+
+  (loss, (batch_stats, logits_mix)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  agree = jnp.argmax(logits_mix, -1) == jnp.argmax(inputs['y_mix'], -1)
+  metrics = {
+      'loss': loss,
+      'accuracy': jnp.mean(agree.astype(jnp.float32)),  # vs the dominant mixed label.
+      'l2_grads': optax.tree.norm(grads),
+      'mix_on': inputs['mix_on'].astype(jnp.float32),
+  }
+  if ctx.lr_fn is not None:
+    metrics['lr'] = jnp.asarray(ctx.lr_fn(state.step), jnp.float32)
+  return new_state, metrics
+
+
+def eval_step(variables: Mapping[str, Any], batch: Mapping[str, jax.Array], *,
+              ctx: StepContext, label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+  """Sums over the valid (mask=True) examples of one eval batch; never mixes.
+
+  Returns:
+    {'count', 'correct_top1', 'correct_top5', 'nll', 'loss'}: sums, float32 scalars.
+  """
+  x = normalize(batch['image'], ctx.mean, ctx.std)
+  logits = ctx.model.apply(variables, x, train=False)
+  labels = batch['label']
+  mask = batch['mask'].astype(jnp.float32)
+  one_hot = jax.nn.one_hot(labels, ctx.num_classes, dtype=jnp.float32)
+  nll = mixing.soft_cross_entropy(logits, one_hot)
+  loss = mixing.soft_cross_entropy(logits, mixing.smooth_labels(one_hot, label_smoothing))
+  top1 = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  k = min(5, ctx.num_classes)
+  _, topk = jax.lax.top_k(logits, k)
+  top5 = jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32)
+  return {'count': jnp.sum(mask), 'correct_top1': jnp.sum(top1 * mask),
+          'correct_top5': jnp.sum(top5 * mask), 'nll': jnp.sum(nll * mask),
+          'loss': jnp.sum(loss * mask)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The jitted, sharded step functions of one run.
+
+  Attributes:
+    ctx: the static context they are bound to.
+    train: `(state, batch, seed_key) -> (state, metrics)`; donates the state.
+    eval: `(variables, batch) -> sums` (see `eval_step`), replicated outputs.
+    preview: `(state, batch, seed_key) -> mixed_inputs(...)` of the step `state.step`.
+    batch_sharding: the sharding of every batch (`data.to_global(batch, batch_sharding)`).
+  """
+  ctx: StepContext
+  train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  eval: Callable[..., dict[str, jax.Array]]
+  preview: Callable[..., dict[str, jax.Array]]
+  batch_sharding: NamedSharding
+
+
+def jit_steps(ctx: StepContext, *, label_smoothing: float = 0.0) -> Steps:
+  """Jits the steps of `ctx` on `ctx.mesh`: replicated state, batch sharded on 'data'.
+
+  Args:
+    ctx: the step context (`make_context`).
+    label_smoothing: of the eval loss (the eval NLL is always unsmoothed).
+  """
+  batch_sharding = NamedSharding(ctx.mesh, P('data'))
+  replicated = NamedSharding(ctx.mesh, P())
+  train = jax.jit(functools.partial(train_step, ctx=ctx), donate_argnums=0,
+                  in_shardings=(replicated, batch_sharding, replicated),
+                  out_shardings=(replicated, replicated))
+  evaluate = jax.jit(functools.partial(eval_step, ctx=ctx, label_smoothing=label_smoothing),
+                     out_shardings=replicated)
+  preview = jax.jit(lambda state, batch, key: mixed_inputs(
+      ctx, state, batch, step_key(key, state.step)))
+  return Steps(ctx=ctx, train=train, eval=evaluate, preview=preview,
+               batch_sharding=batch_sharding)
+
+
+def make_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               info: data.DatasetInfo | None = None) -> Steps:
+  """The jitted, sharded train / eval / preview steps of `config` on `mesh`.
+
+    steps = train.make_steps(config, mesh)
+    state, metrics = steps.train(state, data.to_global(batch, steps.batch_sharding), key)
+  """
+  return jit_steps(make_context(config, mesh, info),
+                   label_smoothing=float(config.label_smoothing))
