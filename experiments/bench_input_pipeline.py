@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
+import sys
 import time
 import zipfile
 
@@ -23,10 +25,12 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from storm_jax import data
-from storm_jax.data import input_pipeline
-from storm_jax.data import sources
-from storm_jax.data import tiny_imagenet
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from storm_jax import data  # pylint: disable=wrong-import-position
+from storm_jax.data import input_pipeline  # pylint: disable=wrong-import-position
+from storm_jax.data import sources  # pylint: disable=wrong-import-position
+from storm_jax.data import tiny_imagenet  # pylint: disable=wrong-import-position
 
 _DATASET = flags.DEFINE_string('dataset', 'tiny_imagenet', 'storm_jax dataset name.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir.')
@@ -59,7 +63,7 @@ def _check_tiny_val_labels(data_dir: str | None, manual_dir: str | None) -> None
   if path is None:
     print('(no source files to check labels against)')
     return
-  archive = tiny_imagenet._Archive(path)  # pylint: disable=protected-access
+  archive = tiny_imagenet.Archive(path)
   truth = {l.split()[0]: l.split()[1]
            for l in archive.read('val/val_annotations.txt').decode().splitlines() if l.strip()}
   b = sources.builder('tiny_imagenet', data_dir)

@@ -29,6 +29,7 @@ import argparse
 import ast
 import json
 import os
+import pathlib
 import platform
 import statistics
 import sys
@@ -38,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from storm_jax import mixing
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from storm_jax import mixing  # pylint: disable=wrong-import-position
 
 DEFAULT_SIZES = '128x32x32x3,100x64x64x3,64x224x224x3'
 NUM_CLASSES = 100

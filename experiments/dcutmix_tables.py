@@ -7,12 +7,17 @@ Table 1 (PyramidNet-110/200) is not reproduced: storm_jax has no PyramidNet.
   python -m experiments.dcutmix_tables commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 C100 = 'configs/cifar100_comixup.py'
 IN1K = 'configs/imagenet_resnet50_300ep.py'
-ERR = tablelib.Column('top1_err', 'top-1 err %', higher_is_better=False)
-ERR5 = tablelib.Column('top5_err', 'top-5 err %', higher_is_better=False)
+ERR = tablelib.Column('top1_err', 'top-1 err %')
+ERR5 = tablelib.Column('top5_err', 'top-5 err %')
 T2 = {  # arch -> (Vanilla, Mixup, CutMix, DMixup, DCutMix)
     'preactresnet18': (23.59, 22.43, 21.29, 21.68, 20.50),
     'wrn16_8': (21.70, 20.08, 20.55, 19.13, 18.64),

@@ -8,7 +8,12 @@ Columns: PreActResNet-18 and WRN-28-2 is not in storm_jax; PreActResNet-34 is.
   python -m experiments.hmix_table2_cifar100 commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/cifar100_comixup.py'
 ACC = (tablelib.Column('top1_acc', 'top-1 %'),)

@@ -5,7 +5,12 @@ alpha 1 for all methods but Mixup (0.8); HMix r = 0.75 (SPECS §13.2).
   python -m experiments.hmix_table3_imagenet commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/imagenet_resnet50_300ep.py'
 PAPER = {'vanilla': ('Vanilla', 75.68), 'mixup': ('Mixup', 77.78), 'cutmix': ('CutMix', 78.04),

@@ -8,10 +8,15 @@ paper's input-mixup / CutMix rows as the reference for K = 1.
   python -m experiments.multimix_table1 commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 C100 = 'configs/cifar100_comixup.py'
-ERR = (tablelib.Column('top1_err', 'top-1 err %', higher_is_better=False),)
+ERR = (tablelib.Column('top1_err', 'top-1 err %'),)
 PAPER = {  # arch -> (no mixup, Input, CutMix)
     'preactresnet18': (23.53, 22.49, 21.29),
     'wrn16_8': (21.93, 20.18, 20.14),

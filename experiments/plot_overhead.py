@@ -20,6 +20,10 @@ import pathlib
 import statistics
 import sys
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from storm_jax import evaluation  # pylint: disable=wrong-import-position
+
 
 def _last(path: pathlib.Path, key: str) -> float | None:
   value = None
@@ -54,10 +58,11 @@ def collect(runs: pathlib.Path) -> dict[str, dict[str, float]]:
 
 
 def overheads(results: dict[str, dict[str, float]], vanilla: str) -> dict[str, float]:
+  """{method: overhead in %} with T = 1 / images_per_sec (`evaluation.augmentation_overhead`)."""
   if vanilla not in results:
     raise ValueError(f'--vanilla={vanilla!r}: no finished run; have {sorted(results)}.')
   t_vanilla = 1.0 / results[vanilla]['images_per_sec']
-  return {m: 100.0 * ((1.0 / r['images_per_sec']) - t_vanilla) / t_vanilla
+  return {m: 100.0 * evaluation.augmentation_overhead(1.0 / r['images_per_sec'], t_vanilla)
           for m, r in results.items()}
 
 

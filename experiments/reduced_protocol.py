@@ -9,11 +9,16 @@ below ~1 point are noise. There is no paper column.
   python -m experiments.reduced_protocol aggregate --runs=runs/reduced
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/reduced_digits.py'
-COLUMNS = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('nll', 'NLL', False),
-           tablelib.Column('ece', 'ECE %', False))
+COLUMNS = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('nll', 'NLL'),
+           tablelib.Column('ece', 'ECE %'))
 
 TABLES = [
     tablelib.Table(

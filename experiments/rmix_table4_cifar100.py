@@ -7,7 +7,12 @@ The OneCycle ends at lr 3e-7 as the reference code (the paper says 3e-5).
   python -m experiments.rmix_table4_cifar100 commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/cifar100_rmix_onecycle.py'
 ACC = (tablelib.Column('top1_acc', 'top-1 %'),)

@@ -4,11 +4,16 @@ FGSM error at eps = 8/255 (SPECS §13.3, §14.2-3). Evaluates the Table 4 PreAct
   python -m experiments.rmix_table6_calibration commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/cifar100_rmix_onecycle.py'
-COLUMNS = (tablelib.Column('ece', 'ECE %', higher_is_better=False),
-           tablelib.Column('fgsm_err_8', 'FGSM err % (8/255)', higher_is_better=False))
+COLUMNS = (tablelib.Column('ece', 'ECE %'),
+           tablelib.Column('fgsm_err_8', 'FGSM err % (8/255)'))
 EVAL = {'fgsm_eps': '8'}
 
 TABLES = [tablelib.Table(

@@ -20,7 +20,12 @@ PreActResNet-18 (Co-Mixup, 300 epochs) and Tiny-ImageNet (PuzzleMix, 1200 epochs
   python -m experiments.storm_ablation commands --table=storm_ablation_c100   # run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 COLUMNS = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('top5_acc', 'top-5 %'))
 KS = (1, 2, 3, 4)

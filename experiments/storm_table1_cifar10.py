@@ -7,10 +7,15 @@ the CIFAR stem (3x3 conv, no max-pool) as IPMix's code.
   python -m experiments.storm_table1_cifar10 commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/cifar10_wrn28_10.py'
-ERR = (tablelib.Column('top1_err', 'top-1 err %', higher_is_better=False),)
+ERR = (tablelib.Column('top1_err', 'top-1 err %'),)
 
 RESNET18 = {'model.name': 'resnet18', 'model.kwargs.stem': 'cifar'}
 

@@ -7,7 +7,12 @@ PuzzleMix, Co-Mixup, IPMix) are left out.
   python -m experiments.storm_table2_cifar100 commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 PARN = 'configs/cifar100_preactresnet18.py'
 WRN = 'configs/cifar100_wrn28_10.py'

@@ -7,10 +7,15 @@ paper number are the other methods of storm_jax on the same protocol.
   python -m experiments.storm_table3_tinyimagenet commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 COLUMNS = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('top5_acc', 'top-5 %'),
-           tablelib.Column('fgsm_err_4', 'FGSM err % (4/255)', higher_is_better=False))
+           tablelib.Column('fgsm_err_4', 'FGSM err % (4/255)'))
 EVAL = {'fgsm_eps': '4'}
 
 

@@ -3,7 +3,12 @@
   python -m experiments.storm_table4_imagenet commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 CONFIG = 'configs/imagenet_resnet50.py'
 ACC = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('top5_acc', 'top-5 %'))

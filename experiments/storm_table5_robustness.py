@@ -8,11 +8,16 @@ FGSM error. The models are the ones trained for Table 2 (same run directories).
   python -m experiments.storm_table5_robustness commands   # or: run / aggregate
 """
 
-from experiments import tablelib
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
+
+from experiments import tablelib  # pylint: disable=wrong-import-position
 
 PARN = 'configs/cifar100_preactresnet18.py'
-COLUMNS = (tablelib.Column('fgsm_err_4', 'FGSM err % (4/255)', higher_is_better=False),
-           tablelib.Column('mce', 'mCE %', higher_is_better=False))
+COLUMNS = (tablelib.Column('fgsm_err_4', 'FGSM err % (4/255)'),
+           tablelib.Column('mce', 'mCE %'))
 EVAL = {'fgsm_eps': '4', 'corruptions': 'all19'}
 
 

@@ -45,7 +45,6 @@ METRICS_FILE = 'eval_metrics.json'
 class Column:
   key: str                  # key in eval_metrics.json
   header: str               # column header
-  higher_is_better: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

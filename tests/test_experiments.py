@@ -3,6 +3,8 @@
 import json
 import pathlib
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -10,8 +12,7 @@ from experiments import tablelib
 
 TABLE = tablelib.Table(
     name='toy', title='Toy table',
-    columns=(tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('fgsm_err_4', 'FGSM err %',
-                                                                    higher_is_better=False)),
+    columns=(tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('fgsm_err_4', 'FGSM err %')),
     rows=(tablelib.Row('Vanilla', 'configs/x.py', {'mix.name': 'none'},
                        paper={'top1_acc': 76.33, 'fgsm_err_4': 84.93}),
           tablelib.Row('StoRM (k=2)', 'configs/x.py', {'mix.name': 'storm', 'mix.hparams.k': 2},
@@ -148,3 +149,19 @@ def test_plot_overhead_on_fabricated_runs(tmp_path, capsys):
   assert '| storm | 80.0 | +25.0 | 75.00 | 1 |' in capsys.readouterr().out
   with pytest.raises(ValueError, match='--vanilla'):
     plot_overhead.overheads(results, 'none')
+
+
+@pytest.mark.parametrize('argv', [
+    ['experiments/storm_table2_cifar100.py', 'commands', '--seeds=1'],
+    ['experiments/plot_overhead.py', '--help'],
+])
+def test_scripts_run_as_files_and_as_modules(argv):
+  """`python experiments/<script>.py` works as well as `python -m experiments.<script>`."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  module = argv[0][:-len('.py')].replace('/', '.')
+  outputs = []
+  for cmd in ([sys.executable] + argv, [sys.executable, '-m', module] + argv[1:]):
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs.append(proc.stdout)
+  assert outputs[0] == outputs[1] and outputs[0]

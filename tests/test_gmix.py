@@ -10,12 +10,24 @@ import pytest
 import _numpy_refs_a as ref
 from storm_jax import mixing
 from storm_jax.mixing.gmix import apply as gmix_apply
-from storm_jax.mixing.gmix import gaussian_mask
 
 
 def _params(lam, cy, cx, perm):
   return {'lam': jnp.float32(lam), 'cy': jnp.int32(cy), 'cx': jnp.int32(cx),
           'perm': jnp.asarray(perm, jnp.int32)}
+
+
+@jax.jit
+def _mask_of_apply(lam, cy, cx, zeros):
+  """The anchor's per-pixel weight M [H, W] that `apply` uses, read off its output: the
+  anchor image is all ones and its partner all zeros, so x_mix[0] = M exactly."""
+  x = jnp.stack([jnp.ones_like(zeros), zeros])[..., None]
+  y = jnp.eye(2, dtype=jnp.float32)
+  return gmix_apply(_params(lam, cy, cx, [1, 0]), x, y)[0][0, ..., 0]
+
+
+def applied_mask(lam, cy, cx, height, width):
+  return _mask_of_apply(lam, cy, cx, jnp.zeros((height, width), jnp.float32))
 
 
 @pytest.mark.parametrize('variant', ref.JIT_VARIANTS)
@@ -42,7 +54,7 @@ def test_centre_pixel_and_radial_monotonicity():
   d2 = ((np.arange(height)[:, None] - cy) ** 2 + (np.arange(width)[None, :] - cx) ** 2).ravel()
   order = np.argsort(d2, kind='stable')
   for lam in (0.0, 0.05, 0.3, 0.4999, 0.5, 0.7, 0.99, 1.0):
-    m = np.asarray(gaussian_mask(jnp.float32(lam), cy, cx, height, width))
+    m = np.asarray(applied_mask(jnp.float32(lam), cy, cx, height, width))
     assert m.shape == (height, width) and np.all((m >= 0) & (m <= 1))
     assert m[cy, cx] == (1.0 if lam < 0.5 else 0.0)
     profile = m.ravel()[order] * (1 if lam < 0.5 else -1)
@@ -54,19 +66,19 @@ def test_centre_pixel_and_radial_monotonicity():
 @pytest.mark.parametrize('s', [0.1, 0.05])
 def test_centred_blob_mass(s):
   """Blob mass ~ s for a centred small blob (SPECS §5: N=32, s=0.1 -> 0.1000 +- 1e-3)."""
-  anchor_blob = float(jnp.mean(gaussian_mask(jnp.float32(s), 16, 16, 32, 32)))
-  partner_blob = float(jnp.mean(gaussian_mask(jnp.float32(1 - s), 16, 16, 32, 32)))
+  anchor_blob = float(jnp.mean(applied_mask(jnp.float32(s), 16, 16, 32, 32)))
+  partner_blob = float(jnp.mean(applied_mask(jnp.float32(1 - s), 16, 16, 32, 32)))
   assert abs(anchor_blob - s) < 1e-3
   assert abs(partner_blob - (1 - s)) < 1e-3
   # Non-square: the scale s H W keeps the mass at s.
-  assert abs(float(jnp.mean(gaussian_mask(jnp.float32(s), 24, 32, 48, 64))) - s) < 1e-3
+  assert abs(float(jnp.mean(applied_mask(jnp.float32(s), 24, 32, 48, 64))) - s) < 1e-3
 
 
 def test_swap_symmetry():
   """M(lam) = 1 - M(1 - lam) (roles swapped) except exactly at 0.5."""
   for lam in (0.1, 0.3, 0.45):
-    a = gaussian_mask(jnp.float32(lam), 7, 11, 32, 48)
-    b = gaussian_mask(jnp.float32(1 - lam), 7, 11, 32, 48)
+    a = applied_mask(jnp.float32(lam), 7, 11, 32, 48)
+    b = applied_mask(jnp.float32(1 - lam), 7, 11, 32, 48)
     np.testing.assert_allclose(a, 1 - b, atol=1e-6)
 
 
@@ -81,7 +93,7 @@ def test_label_is_realised_pixel_share(variant):
     x_mix, y_mix = ref.maybe_jit(m.apply, variant)(params, x, y)
     np.testing.assert_allclose(np.asarray(y_mix).sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(ref.pixel_shares(x_mix), y_mix, atol=1e-6)
-    gaps.append(abs(float(jnp.mean(gaussian_mask(params['lam'], params['cy'], params['cx'],
+    gaps.append(abs(float(jnp.mean(applied_mask(params['lam'], params['cy'], params['cx'],
                                                  32, 48))) - float(params['lam'])))
   assert max(gaps) > 1e-3  # the realised share is not simply lam.
 

@@ -210,18 +210,34 @@ def test_tile_orientation_width_is_i_height_is_j(jit):
                                 [10 * 31, 22 * 31, 10 * 17, 22 * 17])
 
 
+def _tile_masks(params, shape):
+  """[k*k, B, H, W] bool: pixel (h, w) of output b lies in tile t, read off `storm.apply`.
+
+  lam = 0 takes every pixel from its tile's donor; in call t, tile t's donor is image 1 (all
+  ones) and every other tile's is image 0 (all zeros).
+  """
+  b, h, w = shape
+  x = jnp.zeros((b, h, w, 1), jnp.float32).at[1].set(1.0)
+  y = jnp.zeros((b, 2), jnp.float32)
+  apply = jax.jit(storm.apply)
+  perms = jnp.zeros_like(params['perms'])
+  lam = jnp.zeros_like(params['lam'])
+  return np.stack([np.asarray(apply(dict(params, lam=lam, perms=perms.at[t].set(1)), x, y)[0])
+                   [..., 0] == 1 for t in range(perms.shape[0])])
+
+
 @pytest.mark.parametrize('granularity', ['batch', 'example'])
 def test_tiles_partition_the_image(granularity):
   """Each tile is the rectangle of its bands; masks are disjoint and cover the image."""
   b, h, w, k = 5, 11, 17, 4
   for seed in range(5):
     params = _np_params(seed, (b, h, w, 1), k, granularity)
-    tiles = np.asarray(storm.tile_map(params, h, w))
+    all_masks = _tile_masks(params, (b, h, w))
     area = np.asarray(storm.tile_areas(params, h, w))
-    assert tiles.shape == ((1 if granularity == 'batch' else b), h, w)
+    assert area.shape == ((1 if granularity == 'batch' else b), k * k)
     ph, pw = _rows(params['points_h']), _rows(params['points_w'])
-    for s in range(tiles.shape[0]):
-      masks = tiles[s][None] == np.arange(k * k)[:, None, None]
+    for s in range(area.shape[0]):
+      masks = all_masks[:, s]
       np.testing.assert_array_equal(masks.sum(0), 1)  # disjoint and covering
       eh, ew = _edges(ph[s], h), _edges(pw[s], w)
       for i in range(k):
@@ -392,13 +408,13 @@ def test_per_batch_vs_per_example_sharing():
   assert batch['perms'].shape == (k * k, b)
   assert batch['lam'].shape == (k * k,)
   assert batch['points_h'].shape == batch['points_w'].shape == (k - 1,)
-  assert jax.eval_shape(lambda p: storm.tile_map(p, h, w), batch).shape == (1, h, w)
+  assert jax.eval_shape(lambda p: storm.tile_areas(p, h, w), batch).shape == (1, k * k)
   mixer = mixing.get('storm', k=k, granularity='example')
   example = _jit_sample(mixer, jax.random.key(0), shape)
   assert example['lam'].shape == (b, k * k)
   assert example['points_h'].shape == example['points_w'].shape == (b, k - 1)
-  tiles = np.asarray(storm.tile_map(example, h, w))
-  assert len({t.tobytes() for t in tiles}) == b  # every example has its own partition
+  masks = _tile_masks(example, (b, h, w))
+  assert len({masks[:, s].tobytes() for s in range(b)}) == b  # each its own partition
   assert len({tuple(l) for l in np.asarray(example['lam'])}) == b
   # Output b of a per-example mix == output b of a per-batch mix with example b's draws.
   x, y = _data(shape)

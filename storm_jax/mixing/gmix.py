@@ -47,19 +47,6 @@ def gaussian_blob(lam: jax.Array, cy: jax.Array, cx: jax.Array, height: int,
   return jnp.exp(-math.pi * d2 / (blob * (height * width)))
 
 
-def gaussian_mask(lam: jax.Array, cy: jax.Array, cx: jax.Array, height: int,
-                  width: int) -> jax.Array:
-  """The anchor's per-pixel weight `M`: the blob if `lam < 0.5`, else its complement.
-
-  Args: as `gaussian_blob`.
-
-  Returns:
-    float32 `[..., H, W]` in [0, 1]; 1 at the centre when `lam < 0.5`, 0 there otherwise.
-  """
-  g = gaussian_blob(lam, cy, cx, height, width)
-  return jnp.where(jnp.asarray(lam)[..., None, None] < 0.5, g, 1.0 - g)
-
-
 def sample(key: jax.Array, shape: Sequence[int], *, alpha: float,
            pairing: str) -> dict[str, jax.Array]:
   """Draws GMix's random quantities (one set per batch, as the reference) for static `shape`.

@@ -135,14 +135,6 @@ def _num_bands(params) -> int:
   return k
 
 
-def tile_map(params: dict[str, jax.Array], height: int, width: int) -> jax.Array:
-  """Tile index `t = i * k + j` of every pixel: `int32 [1 or B, height, width]`."""
-  k = _num_bands(params)
-  rows = band_ids(params['points_h'], height)
-  cols = band_ids(params['points_w'], width)
-  return cols[:, None, :] * k + rows[:, :, None]
-
-
 def tile_areas(params: dict[str, jax.Array], height: int, width: int) -> jax.Array:
   """Realised integer tile areas as fractions of the image, `float32 [1 or B, k*k]`.
 
