@@ -61,4 +61,5 @@ from storm_jax.data.input_pipeline import process_range
 from storm_jax.data.input_pipeline import to_global
 from storm_jax.data.input_pipeline import train_iterator
 from storm_jax.data.sources import DatasetNotFoundError
+from storm_jax.data.sources import UnreadableImageError
 from storm_jax.data.sources import prepare
