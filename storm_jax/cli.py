@@ -32,7 +32,7 @@ if 'verbose' not in FLAGS:
 # TensorFlow reads its C++ log level once, when it is imported, and entry points such as
 # `storm_jax.data.prepare` import it at module level: set it as soon as this module loads.
 if not errors.verbose_requested():
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # errors only (no oneDNN/CPU notices)
+  errors.quiet_tensorflow_env()
 _STORM_JAX_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # Library messages that a default run drops even at WARNING level: they describe tfds' and
@@ -68,7 +68,7 @@ def quiet_library_logs(verbose: bool) -> None:
   if verbose:
     logging.set_verbosity(logging.INFO)
     return
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  errors.quiet_tensorflow_env()
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _LibraryFilter) for f in handler.filters):
     handler.addFilter(_LibraryFilter())

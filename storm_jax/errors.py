@@ -55,6 +55,18 @@ def verbose_requested(argv: Sequence[str] | None = None) -> bool:
   return os.environ.get(VERBOSE_ENV, '').strip().lower() not in ('', '0', 'false', 'no')
 
 
+# TensorFlow (the input pipeline) prints start-up notices at import: its C++ INFO/WARNING
+# log and the oneDNN notice, which only TF_ENABLE_ONEDNN_OPTS=0 turns off (oneDNN speeds up
+# TF's matmuls and convolutions, which the input pipeline does not run). Set only where unset.
+QUIET_TF_ENV = {'TF_CPP_MIN_LOG_LEVEL': '2', 'TF_ENABLE_ONEDNN_OPTS': '0'}
+
+
+def quiet_tensorflow_env() -> None:
+  """Sets `QUIET_TF_ENV` where the environment leaves it unset (before TensorFlow's import)."""
+  for name, value in QUIET_TF_ENV.items():
+    os.environ.setdefault(name, value)
+
+
 def user_error_message(exc: BaseException) -> str | None:
   """The one-line message for a user error, or None for anything else.
 

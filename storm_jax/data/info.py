@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from storm_jax import errors
+
 # The 19 corruptions of the official CIFAR-10-C / CIFAR-100-C releases (file names of the
 # `.npy` files). SPECS §14.4: StoRM reports mCE over all 19.
 CIFAR_C_CORRUPTIONS = (
@@ -165,14 +167,15 @@ def get_info(name: str, *, data_dir: str | None = None,
   elif name in _TABLE:
     info = _TABLE[name]
   else:
-    raise ValueError(
-        f'Unknown dataset name {name!r}. Known: {sorted(_TABLE)}, aliases {sorted(_ALIASES)}, '
+    raise errors.UserError(
+        f'Unknown dataset name {name!r}.{errors.did_you_mean(name, [*_TABLE, *_ALIASES])} '
+        f'Known: {sorted(_TABLE)}, aliases {sorted(_ALIASES)}, '
         "'cifar10_corrupted/<corruption>_<severity>', "
         "'cifar100_corrupted/<corruption>_<severity>' (corruptions: "
         f"{', '.join(CIFAR_C_CORRUPTIONS)}; severities 1-5) and 'image_folder:<root>'.")
   if image_size is not None:
     if not isinstance(image_size, int) or image_size <= 0:
-      raise ValueError(f'image_size={image_size!r}: expected a positive int.')
+      raise errors.UserError(f'image_size={image_size!r}: expected a positive int.')
     info = dataclasses.replace(info, image_shape=(image_size, image_size, info.image_shape[2]))
   if not name.startswith('image_folder:'):
     from storm_jax.data import sources  # pylint: disable=g-import-not-at-top

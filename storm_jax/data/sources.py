@@ -114,6 +114,13 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
   except ValueError:
     pass  # a tfds name, or 'cifar10_corrupted' / 'cifar100_corrupted' for all configs
   manual_dir = manual_dir or default_manual_dir(data_dir)
+  base = name.partition('/')[0]
+  if base not in _CUSTOM_BUILDERS and base not in tfds.list_builders(with_community_datasets=False):
+    known = [*info_lib.names()[:-1], *_CUSTOM_BUILDERS]
+    raise DatasetNotFoundError(
+        f'name={name!r} is neither a storm_jax dataset nor a tfds builder.'
+        f'{errors.did_you_mean(name, [n for n in known if "/" not in n])} storm_jax datasets: '
+        f'{", ".join(sorted({n.partition("/")[0] for n in known}))}.')
   out = []
   for tfds_name in _configs_of(name):
     b = builder(tfds_name, data_dir)
