@@ -78,6 +78,43 @@ def quiet_library_logs(verbose: bool) -> None:
     std_logging.getLogger(name).addFilter(_LibraryFilter())
 
 
+def format_config(config: Any, width: int = 100) -> str:
+  """A config as a few lines: one per top-level group, `group: key=value ...` (wrapped).
+
+  Top-level scalars come first, on one line; nested groups are flattened to dotted keys
+  (`mix: name=storm hparams.k=2 ...`). `--verbose` prints the full YAML instead.
+  """
+  import textwrap  # pylint: disable=g-import-not-at-top
+
+  def flat(node, prefix=''):
+    for key in sorted(node.keys()):
+      value = node[key]
+      if hasattr(value, 'keys') and len(value.keys()):
+        yield from flat(value, f'{prefix}{key}.')
+      else:
+        shown = '{}' if hasattr(value, 'keys') else repr(value) if isinstance(value, str) else (
+            value)
+        yield f'{prefix}{key}={shown}'
+
+  scalars = [f'{k}={config[k]!r}' if isinstance(config[k], str) else f'{k}={config[k]}'
+             for k in sorted(config.keys()) if not hasattr(config[k], 'keys')]
+  lines = textwrap.wrap(' '.join(scalars), width, subsequent_indent='  ')
+  for key in sorted(config.keys()):
+    if hasattr(config[key], 'keys'):
+      lines += textwrap.wrap(f'{key}: ' + ' '.join(flat(config[key])), width,
+                             subsequent_indent='  ')
+  return '\n'.join(lines)
+
+
+def _quiet_tfds_progress_bars() -> None:
+  """tfds' preparation progress bars and banners (a first run prepares its dataset)."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  tfds.disable_progress_bar()
+
+
 # ----------------------------------------------------------------------------- flags
 
 
@@ -156,4 +193,10 @@ def run(main: Callable[[list[str]], Any], *, argv: Sequence[str] | None = None) 
   argv = list(sys.argv if argv is None else argv)
   verbose = errors.verbose_requested(argv)
   quiet_library_logs(verbose)
-  errors.run_cli(lambda: app.run(main, argv=argv, flags_parser=parse_flags), argv=argv)
+
+  def quiet_main(args):
+    if not verbose:
+      _quiet_tfds_progress_bars()
+    return main(args)
+
+  errors.run_cli(lambda: app.run(quiet_main, argv=argv, flags_parser=parse_flags), argv=argv)

@@ -50,7 +50,7 @@ def main(argv):
   from storm_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d / %d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
-  logging.info('Config:\n%s', FLAGS.config)
+  logging.info('Config:\n%s', FLAGS.config if FLAGS.verbose else cli.format_config(FLAGS.config))
   summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if jax.process_index() == 0:
     print('Summary: ' + json.dumps(summary, indent=1, default=str))
