@@ -163,6 +163,31 @@ def unknown_config_field(config: Any, dotted: str) -> str | None:
   return None
 
 
+def check_config_fields(config: Any, reference: Any,
+                        free: Sequence[str] = ('mix.hparams', 'model.kwargs')) -> None:
+  """Raises a UserError for a field of `config` that `reference` (the defaults) lacks.
+
+  For fields a config *file* adds by mistake (`--config.<field>` typos are caught at
+  parsing); the message names the nearest valid fields. Subtrees in `free` are free-form
+  (their keys are checked by the mixer / the model).
+  """
+  def walk(node, ref, prefix):
+    ref_keys = list(ref.keys())
+    for key in node.keys():
+      path = f'{prefix}{key}'
+      if path in free:
+        continue
+      if key not in ref_keys:
+        where = prefix[:-1] or 'the config'
+        raise errors.UserError(
+            f'config field {path!r} is not a known field.{errors.did_you_mean(key, ref_keys)} '
+            f'Fields of {where}: {", ".join(sorted(ref_keys))}.')
+      if hasattr(node[key], 'keys') and hasattr(ref[key], 'keys'):
+        walk(node[key], ref[key], f'{path}.')
+
+  walk(config, reference, '')
+
+
 def parse_flags(argv: Sequence[str], *, config_flag: str = 'config') -> list[str]:
   """absl flag parsing with every failure as a `UserError` (for `app.run(flags_parser=)`)."""
   try:

@@ -20,6 +20,10 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 
 EXIT_USER_ERROR = 2
+# A run stopped by SIGTERM after saving its checkpoint: sysexits.h EX_TEMPFAIL ("temporary
+# failure; the user is invited to retry"), distinct from 0 (finished), 1 (crash), 2 (user
+# error) and 128+15 (killed before it could save). Schedulers requeue on it.
+EXIT_PREEMPTED = 75
 VERBOSE_ENV = 'STORM_JAX_VERBOSE'
 
 

@@ -165,3 +165,29 @@ def test_prepare_errors(tmp_path):
   assert re.search("Did you mean .*'cifar100'", proc.stderr.strip().splitlines()[-1])
   # Quiet by default: no TensorFlow start-up notices before the error line.
   assert 'oneDNN' not in proc.stderr and 'cpu_feature_guard' not in proc.stderr
+
+
+def test_mixer_check_raises_shape_errors_without_compiling():
+  for name in mixing.names():
+    mixing.get(name).check((8, 32, 32, 3), 10)  # every method traces abstractly
+  with pytest.raises(errors.UserError, match=r"points='distinct' needs k <= H.*k=9"):
+    mixing.get('storm', k=9, points='distinct').check((8, 8, 8, 3), 10)
+  with pytest.raises(errors.UserError, match=r'grid_sizes=\(3,\)'):
+    mixing.get('rmix', grid_sizes=(3,)).check((8, 32, 32, 3), 10)
+
+
+def test_config_file_fields_are_checked_against_the_defaults():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from storm_jax import cli  # pylint: disable=g-import-not-at-top
+  reference = ml_collections.ConfigDict(
+      {'batch_size': 1, 'mix': {'name': 'x', 'hparams': {}}, 'model': {'kwargs': {}}})
+  ok = ml_collections.ConfigDict(
+      {'batch_size': 2, 'mix': {'name': 'storm', 'hparams': {'k': 2}}, 'model': {'kwargs': {
+          'width': 16}}})
+  cli.check_config_fields(ok, reference)  # free-form hparams / kwargs are not judged here
+  bad = ml_collections.ConfigDict({'batch_sise': 2})
+  with pytest.raises(errors.UserError, match="'batch_sise'.*Did you mean 'batch_size'"):
+    cli.check_config_fields(bad, reference)
+  bad = ml_collections.ConfigDict({'mix': {'nmae': 'storm'}})
+  with pytest.raises(errors.UserError, match="'mix.nmae'.*'name'.*Fields of mix: hparams, name"):
+    cli.check_config_fields(bad, reference)

@@ -222,6 +222,25 @@ class Mixer:
       y_mix = jnp.where(params['apply'], y_mix, jnp.tile(y, (self.multiplicity, 1)))
     return x_mix, y_mix
 
+  def check(self, shape: Sequence[int], num_classes: int, dtype: Any = jnp.float32) -> None:
+    """Raises the UserError that mixing a `shape` batch would raise, without compiling.
+
+    Traces `sample` and `apply` abstractly (`jax.eval_shape`): the shape-dependent checks
+    (e.g. StoRM's `points='distinct'` needs k <= H and W, R-Mix's grids must divide the image)
+    run now, before a model is built.
+    """
+    shape = check_shape(shape)
+    kw = {}
+    if self.needs_saliency:
+      kw['saliency'] = jax.ShapeDtypeStruct(shape[:3], jnp.float32)
+
+    def trace(key, x, y, **kw):
+      return self.apply(self.sample(key, x.shape, **kw), x, y)
+
+    jax.eval_shape(trace, jax.ShapeDtypeStruct((), jax.random.key(0).dtype),
+                   jax.ShapeDtypeStruct(shape, dtype),
+                   jax.ShapeDtypeStruct((shape[0], num_classes), jnp.float32), **kw)
+
   def __call__(self, key: jax.Array, x: jax.Array, y: jax.Array,
                **kw) -> tuple[jax.Array, jax.Array]:
     return self.apply(self.sample(key, x.shape, **kw), x, y)
