@@ -70,12 +70,10 @@ def quiet_library_logs(verbose: bool) -> None:
     return
   errors.quiet_tensorflow_env()
   handler = logging.get_absl_handler()
+  # The absl handler sits on the root logger: it also sees the standard-logging records of
+  # JAX ('jax._src.xla_bridge' reports the backends it could not start) and tfds.
   if not any(isinstance(f, _LibraryFilter) for f in handler.filters):
     handler.addFilter(_LibraryFilter())
-  # JAX logs through the standard `logging` module ('jax._src.xla_bridge' reports the
-  # backends it could not start); the absl handler sits on the root logger and sees it.
-  for name in ('jax._src.xla_bridge', 'jax._src.compiler'):
-    std_logging.getLogger(name).addFilter(_LibraryFilter())
 
 
 def format_config(config: Any, width: int = 100) -> str:
