@@ -364,17 +364,21 @@ def decode_file(path: str, channels: int = 3) -> np.ndarray:
 
 
 def name_unreadable(iterator, name: str, split: str):
-  """Yields from a pipeline iterator of dataset `name`; a decode failure in an image folder
-  becomes an `UnreadableImageError` naming the file(s) (tf.data's message names none)."""
+  """`iterator` of dataset `name`, where a decode failure in an image folder becomes an
+  `UnreadableImageError` naming the file(s) (tf.data's message names none)."""
+  if not name.startswith(_IMAGE_FOLDER):
+    return iterator
+  return _name_unreadable(iterator, name[len(_IMAGE_FOLDER):], split)
+
+
+def _name_unreadable(iterator, root: str, split: str):
   while True:
     try:
       batch = next(iterator)
     except StopIteration:
       return
     except tf.errors.InvalidArgumentError:
-      if not name.startswith(_IMAGE_FOLDER):
-        raise
-      paths = FolderSource(name[len(_IMAGE_FOLDER):], split).paths
+      paths = FolderSource(root, split).paths
       bad = find_unreadable(paths)
       if not bad:
         raise
