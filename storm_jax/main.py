@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags
 from absl import logging
@@ -54,6 +55,8 @@ def main(argv):
   summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if jax.process_index() == 0:
     print('Summary: ' + json.dumps(summary, indent=1, default=str))
+  if summary.get('status') == 'preempted':  # saved after SIGTERM: tell the scheduler to requeue
+    sys.exit(errors.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':
