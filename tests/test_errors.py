@@ -156,6 +156,7 @@ def test_verbose_shows_the_traceback(tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
 
 
+@pytest.mark.slow  # two TensorFlow start-ups (~45 s on the loaded 2-core machine)
 def test_prepare_errors(tmp_path):
   proc = _run('storm_jax.data.prepare', f'--data_dir={tmp_path}')
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
