@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from storm_jax import cli
+from storm_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the preview.')
@@ -32,18 +35,11 @@ _CLUSTER_ENV = ('JAX_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE
                 'TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS')
 
 
-class _QuietOrbax:
-  """Keeps orbax's per-save INFO chatter out of the user's log (warnings still show)."""
-
-  def filter(self, record):
-    return record.levelno >= 30 or 'orbax' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Too many command-line arguments: {argv[1:]}')
+    raise errors.UserError(f'unexpected command-line arguments {argv[1:]} (flags are '
+                           '--name=value).')
   # TensorFlow (input pipeline only) must not grab the accelerators JAX trains on.
-  logging.get_absl_handler().addFilter(_QuietOrbax())
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   import jax  # pylint: disable=g-import-not-at-top
@@ -55,11 +51,13 @@ def main(argv):
   from storm_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d / %d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
-  logging.info('Config:\n%s', FLAGS.config)
+  logging.info('Config:\n%s', FLAGS.config if FLAGS.verbose else cli.format_config(FLAGS.config))
   summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if jax.process_index() == 0:
     print('Summary: ' + json.dumps(summary, indent=1, default=str))
+  if summary.get('status') == 'preempted':  # saved after SIGTERM: tell the scheduler to requeue
+    sys.exit(errors.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

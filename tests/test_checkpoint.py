@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from storm_jax import checkpointing
+from storm_jax import errors
 from storm_jax import train
 from storm_jax.utils import metric_writers
 
@@ -156,3 +157,114 @@ def test_async_save_is_complete_after_close(tmp_path):
   reopened = checkpointing.Checkpointer(str(tmp_path))
   assert reopened.all_steps() == [4, 6]  # keep=2
   np.testing.assert_array_equal(reopened.restore(tree)['w'], np.arange(1000.0) + 6)
+
+
+# ----------------------------------------------------------------------------- damage
+
+
+def _small_train_state(seed: int):
+  """A flax TrainState (params, SGD momentum, step) big enough for several data chunks."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax.training import train_state  # pylint: disable=g-import-not-at-top
+  params = {'conv': {'kernel': jax.random.normal(jax.random.key(seed), (3, 3, 16, 32))},
+            'dense': {'kernel': jnp.full((64, 10), float(seed)), 'bias': jnp.zeros(10)}}
+  return train_state.TrainState.create(apply_fn=None, params=params,
+                                       tx=optax.sgd(0.1, momentum=0.9))
+
+
+def _saved_steps(directory, steps=(1, 2, 3)):
+  """Checkpoints at `steps` whose state differs per step; returns {step: state}."""
+  ckpt = checkpointing.Checkpointer(str(directory), async_save=False, keep=10)
+  states = {}
+  for s in steps:
+    states[s] = _small_train_state(s).replace(step=s)
+    ckpt.save(s, states[s])
+  ckpt.close()
+  return states
+
+
+def _cut_short(step_dir: pathlib.Path):
+  """Truncates every array data file of a step to half its length (a save cut off)."""
+  files = [f for f in (step_dir / 'default').rglob('*') if f.is_file() and f.parent.name == 'd']
+  assert files
+  for f in files:
+    f.write_bytes(f.read_bytes()[:f.stat().st_size // 2])
+
+
+def _drop_metadata(step_dir: pathlib.Path):
+  (step_dir / 'default' / '_METADATA').unlink()
+
+
+def _empty(step_dir: pathlib.Path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(step_dir)
+  step_dir.mkdir()
+
+
+def _assert_same(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize('damage,reason', [(_cut_short, 'Error'), (_drop_metadata, 'no-METADATA'),
+                                           (_empty, 'empty')], ids=['cut-short', 'no-METADATA',
+                                                                    'emptied'])
+def test_damaged_newest_step_is_moved_aside_and_the_previous_restores(tmp_path, damage, reason,
+                                                                      caplog):
+  states = _saved_steps(tmp_path)
+  damage(tmp_path / '3')
+  ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+  with caplog.at_level('WARNING'):
+    restored = ckpt.restore(_small_train_state(0))
+  assert int(restored.step) == 2
+  _assert_same(restored, states[2])
+  moved = os.listdir(tmp_path / 'corrupt')
+  assert len(moved) == 1 and moved[0].startswith('3-') and reason in moved[0], moved
+  assert not (tmp_path / '3').exists()
+  assert ckpt.all_steps() == [1, 2]
+  assert any('step 3' in r.getMessage() and 'does not restore' in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]
+  ckpt.close()
+  # A new run in the same workdir resumes from step 2 silently and saves past the damage.
+  again = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+  assert again.latest_step() == 2
+  again.save(3, states[3])
+  _assert_same(again.restore(_small_train_state(0)), states[3])
+  again.close()
+
+
+def test_every_step_damaged_is_a_clear_error_and_nothing_is_deleted(tmp_path):
+  _saved_steps(tmp_path, (1, 2))
+  _cut_short(tmp_path / '2')
+  _drop_metadata(tmp_path / '1')
+  ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+  with pytest.raises(checkpointing.NoUsableCheckpointError, match='no checkpoint .* restores'):
+    ckpt.restore(_small_train_state(0))
+  assert issubclass(checkpointing.NoUsableCheckpointError, errors.UserError)
+  assert sorted(n.split('-')[0] for n in os.listdir(tmp_path / 'corrupt')) == ['1', '2']
+  assert ckpt.all_steps() == []
+  ckpt.close()
+
+
+def test_mismatch_is_not_damage_nothing_is_moved(tmp_path):
+  _saved_steps(tmp_path, (1,))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+  other = _small_train_state(0).replace(params={'conv': {'kernel': jnp.zeros((3, 3, 16, 8))}})
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='structure'):
+    ckpt.restore(other)
+  assert ckpt.all_steps() == [1] and not (tmp_path / 'corrupt').exists()
+  with pytest.raises(checkpointing.NoCheckpointError):
+    checkpointing.Checkpointer(str(tmp_path / 'none')).restore(other)
+  ckpt.close()
+
+
+def test_orphaned_temporary_save_folders_are_reported(tmp_path, caplog):
+  _saved_steps(tmp_path, (1,))
+  (tmp_path / '2.orbax-checkpoint-tmp-1234').mkdir()
+  with caplog.at_level('WARNING'):
+    ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+  assert ckpt.temporary_folders() == ['2.orbax-checkpoint-tmp-1234']
+  assert any('2.orbax-checkpoint-tmp-1234' in r.getMessage() for r in caplog.records)
+  assert ckpt.latest_step() == 1
+  assert (tmp_path / '2.orbax-checkpoint-tmp-1234').is_dir()  # reported, not deleted
+  ckpt.close()

@@ -436,12 +436,13 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
   Raises:
     DatasetNotFoundError: the dataset is not available locally.
     ValueError: bad arguments.
+    UnreadableImageError (while iterating): an image-folder file does not decode (named).
   """
-  ds, _ = make_train_dataset(
+  ds, info = make_train_dataset(
       name, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
       data_dir=data_dir, augment=augment, image_size=image_size, process_index=process_index,
       process_count=process_count, train_examples=train_examples)
-  return ds.as_numpy_iterator()
+  return sources.name_unreadable(ds.as_numpy_iterator(), info.tfds_name, info.train_split)
 
 
 def _eval_setup(name, global_batch_size, split, data_dir, image_size, process_index,
@@ -536,11 +537,12 @@ def eval_iterator(name: str, *, global_batch_size: int, split: str | None = None
     DatasetNotFoundError: the dataset is not available locally.
     ValueError: bad arguments, or `with_boxes` for a dataset without boxes (`box_feature`).
   """
-  ds, _ = make_eval_dataset(
+  ds, info = make_eval_dataset(
       name, global_batch_size=global_batch_size, split=split, data_dir=data_dir,
       image_size=image_size, process_index=process_index, process_count=process_count,
       with_boxes=with_boxes, max_boxes=max_boxes)
-  return ds.as_numpy_iterator()
+  return sources.name_unreadable(ds.as_numpy_iterator(), info.tfds_name,
+                                 info.eval_split if split is None else split)
 
 
 def to_global(batch, sharding: jax.sharding.Sharding):

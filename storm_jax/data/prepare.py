@@ -9,11 +9,12 @@ Datasets prepared earlier as TFRecord get an ArrayRecord copy next to them.
 
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from storm_jax import cli
 from storm_jax import data
+from storm_jax import errors
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir (default $TFDS_DATA_DIR or '
                                 '~/tensorflow_datasets).')
@@ -24,7 +25,8 @@ _DOWNLOAD = flags.DEFINE_bool('download', True, 'Let tfds download missing sourc
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError('usage: python -m storm_jax.data.prepare NAME [--data_dir=...]')
+    raise errors.UserError('expected one dataset name: python -m storm_jax.data.prepare NAME '
+                           '[--data_dir=...] [--manual_dir=...]')
   for path in data.prepare(argv[1], data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
                            download=_DOWNLOAD.value):
     logging.info('Prepared %s', path)
@@ -32,4 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -14,8 +14,10 @@ prepared on first use.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 
@@ -25,6 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import decode as tfds_decode
 
+from storm_jax import errors
 from storm_jax.data import cifar100_corrupted
 from storm_jax.data import digits
 from storm_jax.data import info as info_lib
@@ -37,10 +40,18 @@ _CUSTOM_BUILDERS = {
 }
 _IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _IMAGE_FOLDER = 'image_folder:'
+# Image folders (docs/DESIGN.md#image-folders). Optional settings a user writes in the root:
+FOLDER_SETTINGS = 'storm_jax.json'  # {"mean": [..], "std": [..], "eval_resize": false}
+# Per-channel statistics computed once from the train split, cached in the root (or, if the
+# root is read-only, under <tfds data_dir>/image_folder_stats/).
+FOLDER_STATS = 'storm_jax_stats.json'
+FOLDER_STATS_MAX_IMAGES = 5000  # evenly spaced over the sorted train split
+_SIZE_PROBES = 16  # images per split whose size decides "fixed-size" vs "natural photos"
+_FIXED_SIZE_CROP_PADDING = 4  # RandomCrop padding of the CIFAR and Tiny-ImageNet protocols
 _PREPARE_CMD = 'python -m storm_jax.data.prepare {name} --data_dir={data_dir}'
 
 
-class DatasetNotFoundError(ValueError):
+class DatasetNotFoundError(errors.UserError):
   """A dataset is not available locally; the message says what to place where."""
 
 
@@ -103,6 +114,13 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
   except ValueError:
     pass  # a tfds name, or 'cifar10_corrupted' / 'cifar100_corrupted' for all configs
   manual_dir = manual_dir or default_manual_dir(data_dir)
+  base = name.partition('/')[0]
+  if base not in _CUSTOM_BUILDERS and base not in tfds.list_builders(with_community_datasets=False):
+    known = [*info_lib.names()[:-1], *_CUSTOM_BUILDERS]
+    raise DatasetNotFoundError(
+        f'name={name!r} is neither a storm_jax dataset nor a tfds builder.'
+        f'{errors.did_you_mean(name, [n for n in known if "/" not in n])} storm_jax datasets: '
+        f'{", ".join(sorted({n.partition("/")[0] for n in known}))}.')
   out = []
   for tfds_name in _configs_of(name):
     b = builder(tfds_name, data_dir)
@@ -307,6 +325,7 @@ class FolderSource(RecordSource):
     self._paths = np.array([p.encode() for _, p in splits[split]], dtype=object)
     self._labels = np.array([index[c] for c, _ in splits[split]], np.int32)
     self.num_examples = len(self._paths)
+    self.paths = [p for _, p in splits[split]]
 
   def read(self, indices: np.ndarray) -> np.ndarray:
     # Records are "<label>:<path>"; the file is read by tf.data's parallel map.
@@ -319,24 +338,214 @@ class FolderSource(RecordSource):
     return tf.io.read_file(parts[1]), tf.strings.to_number(parts[0], tf.int32)
 
 
-def image_folder_info(name: str) -> info_lib.DatasetInfo:
-  """DatasetInfo of 'image_folder:<root>': natural-photo defaults (ImageNet statistics,
-  random-resized crop + flip, resize + centre-crop eval); image size = the first train
-  image's height (override with image_size)."""
+class UnreadableImageError(errors.UserError):
+  """An image file of an image folder does not decode; the message names the file."""
+
+
+def _unreadable_message(path: str, why: str) -> str:
+  return (f'image folder file {path} does not decode ({why}). Remove or replace it: storm_jax '
+          'stops rather than skipping it, since a skipped file would change the split, its '
+          'epochs and the data order a resumed run replays.')
+
+
+def decode_file(path: str, channels: int = 3) -> np.ndarray:
+  """Decodes one image file as the pipeline does (uint8 [h, w, channels]).
+
+  Raises:
+    UnreadableImageError: the file does not decode (naming it).
+  """
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                               expand_animations=False)
+    return image.numpy()
+  except (tf.errors.OpError, ValueError) as e:
+    why = (getattr(e, 'message', None) or str(e)).strip().splitlines()[0]
+    raise UnreadableImageError(_unreadable_message(path, why)) from None
+
+
+def name_unreadable(iterator, name: str, split: str):
+  """`iterator` of dataset `name`, where a decode failure in an image folder becomes an
+  `UnreadableImageError` naming the file(s) (tf.data's message names none)."""
+  if not name.startswith(_IMAGE_FOLDER):
+    return iterator
+  return _name_unreadable(iterator, name[len(_IMAGE_FOLDER):], split)
+
+
+def _name_unreadable(iterator, root: str, split: str):
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.InvalidArgumentError:
+      paths = FolderSource(root, split).paths
+      bad = find_unreadable(paths)
+      if not bad:
+        raise
+      try:
+        decode_file(bad[0])
+      except UnreadableImageError as e:
+        more = f' ({len(bad)} of {len(paths)} files of split {split!r} do not decode: ' \
+               f'{", ".join(bad[:5])}{", ..." if len(bad) > 5 else ""})' if len(bad) > 1 else ''
+        raise UnreadableImageError(f'{e}{more}') from None
+    yield batch
+
+
+def find_unreadable(paths, *, max_workers: int = 8) -> list[str]:
+  """The files among `paths` that do not decode (in the order given)."""
+  def bad(path):
+    try:
+      decode_file(path)
+      return None
+    except UnreadableImageError:
+      return path
+  with concurrent.futures.ThreadPoolExecutor(max_workers) as pool:
+    return [p for p in pool.map(bad, paths) if p is not None]
+
+
+def _image_sizes(paths) -> set[tuple[int, int]]:
+  """(height, width) of the files, from their headers (nothing decoded)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  sizes = set()
+  for path in paths:
+    try:
+      with Image.open(path) as im:
+        sizes.add((im.size[1], im.size[0]))
+    except Exception as e:  # pylint: disable=broad-except
+      raise UnreadableImageError(_unreadable_message(path, f'{type(e).__name__}: {e}')) from None
+  return sizes
+
+
+def _evenly_spaced(items, n: int):
+  if len(items) <= n:
+    return list(items)
+  return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def _stats_cache_paths(root: str) -> list[str]:
+  key = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:16]
+  return [os.path.join(root, FOLDER_STATS),
+          os.path.join(default_data_dir(None), 'image_folder_stats', f'{key}.json')]
+
+
+def folder_statistics(root: str, paths: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel (mean, std) in [0, 1] pixel units of the train images `paths`, cached.
+
+  Computed once over at most `FOLDER_STATS_MAX_IMAGES` evenly spaced files of the sorted
+  train split (every pixel weighs the same; population std), then read from the cache file
+  (`FOLDER_STATS` in the root, else under the tfds data_dir), which is recomputed when the
+  number of train files changes.
+
+  Raises:
+    UnreadableImageError: a sampled file does not decode.
+  """
+  for cache in _stats_cache_paths(root):
+    try:
+      with open(cache) as f:
+        stats = json.load(f)
+      if stats.get('num_files') == len(paths):
+        return tuple(stats['mean']), tuple(stats['std'])
+    except (OSError, ValueError, KeyError, AttributeError):
+      continue
+  sample = _evenly_spaced(paths, FOLDER_STATS_MAX_IMAGES)
+  total = np.zeros(3)
+  total_sq = np.zeros(3)
+  count = 0
+
+  def moments(path):
+    x = decode_file(path).reshape(-1, 3).astype(np.float64) / 255.0
+    return x.sum(0), np.square(x).sum(0), x.shape[0]
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    for s, sq, n in pool.map(moments, sample):
+      total, total_sq, count = total + s, total_sq + sq, count + n
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  stats = {'mean': [round(float(m), 6) for m in mean], 'std': [round(float(v), 6) for v in std],
+           'num_files': len(paths), 'num_images_used': len(sample), 'split': 'train'}
+  for cache in _stats_cache_paths(root):
+    try:
+      os.makedirs(os.path.dirname(cache), exist_ok=True)
+      tmp = f'{cache}.tmp-{os.getpid()}'
+      with open(tmp, 'w') as f:
+        json.dump(stats, f, indent=1)
+      os.replace(tmp, cache)
+      logging.info('Image folder %s: train mean %s, std %s (cached in %s).', root,
+                   stats['mean'], stats['std'], cache)
+      break
+    except OSError:
+      continue
+  return tuple(stats['mean']), tuple(stats['std'])
+
+
+def _folder_settings(root: str) -> dict:
+  path = os.path.join(root, FOLDER_SETTINGS)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      settings = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.UserError(f'{path} is not a readable JSON object: {e}') from None
+  allowed = ('mean', 'std', 'eval_resize')
+  if not isinstance(settings, dict):
+    raise errors.UserError(f'{path} must hold a JSON object with keys {allowed}.')
+  for key in settings:
+    if key not in allowed:
+      raise errors.UserError(f'{path}: unknown setting {key!r}.'
+                             f'{errors.did_you_mean(key, allowed)} Allowed: {allowed}.')
+  for key in ('mean', 'std'):
+    value = settings.get(key)
+    if value is not None and not (isinstance(value, list) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+      raise errors.UserError(f'{path}: {key}={value!r} must be a list of 3 numbers in [0, 1] '
+                             'pixel units.')
+  if 'std' in settings and min(settings['std']) <= 0:
+    raise errors.UserError(f'{path}: std={settings["std"]!r} must be > 0.')
+  if not isinstance(settings.get('eval_resize', False), bool):
+    raise errors.UserError(f'{path}: eval_resize={settings["eval_resize"]!r} must be true or '
+                           'false.')
+  return settings
+
+
+def image_folder_info(name: str) -> info_lib.DatasetInfo:
+  """DatasetInfo of 'image_folder:<root>' (docs/DESIGN.md#image-folders).
+
+  Image size = the first train image's height (override with image_size). Two kinds:
+    * fixed-size folders (the first images of the train and eval splits all have one size,
+      e.g. CIFAR-like 32x32 PNGs): trained with random crop (zero padding 4) + flip and
+      evaluated at native size, as the CIFAR / Tiny-ImageNet protocols;
+    * natural photos (sizes vary): random-resized crop + flip, resize + centre-crop eval.
+  Mean/std are the folder's own (`folder_statistics` of the train split, computed once and
+  cached; ImageNet's when there is no train split). `<root>/storm_jax.json` may set "mean",
+  "std" and "eval_resize" by hand.
+
+  Raises:
+    DatasetNotFoundError: no such folder, or no images in it.
+    UnreadableImageError: a probed file does not decode (naming it).
+  """
   root = name[len(_IMAGE_FOLDER):]
   classes, splits = _scan_folder(root)
   train = 'train' if 'train' in splits else None
   eval_split = next((s for s in ('validation', 'val', 'test') if s in splits), None)
   if eval_split is None:
     eval_split = train or sorted(splits)[0]
-  with Image.open(splits[train or eval_split][0][1]) as im:
-    size = im.size[1]
+  probes = [p for s in dict.fromkeys((train or eval_split, eval_split))
+            for _, p in splits[s][:_SIZE_PROBES]]
+  size = _image_sizes(probes[:1]).pop()[0]
+  fixed = len(_image_sizes(probes)) == 1
+  settings = _folder_settings(root)
+  mean, std = info_lib.IMAGENET_MEAN, info_lib.IMAGENET_STD
+  if train is not None and not ('mean' in settings and 'std' in settings):
+    mean, std = folder_statistics(root, [p for _, p in splits[train]])
+  mean, std = tuple(settings.get('mean', mean)), tuple(settings.get('std', std))
   return info_lib.DatasetInfo(
       name=name, tfds_name=name, num_classes=len(classes), image_shape=(size, size, 3),
-      mean=info_lib.IMAGENET_MEAN, std=info_lib.IMAGENET_STD,
-      train_split=train, eval_split=eval_split, num_train=len(splits.get(train, ())),
-      num_eval=len(splits[eval_split]), train_augment='rrc_flip', eval_resize=True)
+      mean=mean, std=std, train_split=train, eval_split=eval_split,
+      num_train=len(splits.get(train, ())), num_eval=len(splits[eval_split]),
+      train_augment='crop_flip' if fixed else 'rrc_flip',
+      crop_padding=_FIXED_SIZE_CROP_PADDING if fixed else 0,
+      eval_resize=settings.get('eval_resize', not fixed))
 
 
 def get_info(name: str, *, data_dir: str | None = None,
@@ -357,9 +566,15 @@ def get_info(name: str, *, data_dir: str | None = None,
     ValueError: unknown name (the message lists the known ones) or bad image_size.
   """
   name = info_lib.canonical_name(name)
-  if name.startswith(_IMAGE_FOLDER):
-    return info_lib.with_image_size(image_folder_info(name), image_size)
-  info = info_lib.with_image_size(info_lib.lookup(name), image_size)
+  try:
+    if name.startswith(_IMAGE_FOLDER):
+      return info_lib.with_image_size(image_folder_info(name), image_size)
+    info = info_lib.with_image_size(info_lib.lookup(name), image_size)
+  except errors.UserError:
+    raise
+  except ValueError as e:  # The table's own errors (a leaf module) are the user's.
+    close = errors.did_you_mean(name, [*info_lib.names(), *info_lib.ALIASES])
+    raise errors.UserError(f'{e}{close}') from None
   return with_prepared_split_sizes(info, data_dir)
 
 

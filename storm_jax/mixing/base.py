@@ -12,6 +12,14 @@ registry; hyper-parameters are checked there, before anything is traced.
 Conventions (SPECS §0): `x` is `[B, H, W, C]` float (axis 1 = height, axis 2 = width),
 `y` is `[B, N]` soft labels, and λ is the weight of the anchor `x[b]` (the un-permuted
 sample). Labels come out as the share of each source's pixels in the mixed image.
+
+Integer images (uint8, as the input pipeline delivers them) are mixed in float32 and rounded
+to the nearest integer (half to even), clipped to the dtype's range: methods that copy
+pixels return them bit-exactly, blends are within half a grey level of the float result,
+and the labels are those of the float computation, exactly (docs/DESIGN.md#integer-images).
+Mixing uint8 before normalising moves a quarter of the bytes of float32.
+
+Bad input raises `storm_jax.errors.UserError` (a `ValueError`) naming the field and value.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from storm_jax import errors
+
 PyTree = Any
 SampleFn = Callable[..., PyTree]
 ApplyFn = Callable[[PyTree, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -34,36 +44,37 @@ GRANULARITIES = ('batch', 'example')
 
 
 # --------------------------------------------------------------------------------------
-# Validation helpers: raise ValueError naming the field and the value.
+# Validation helpers: raise UserError (a ValueError) naming the field and the value.
 # --------------------------------------------------------------------------------------
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
   if value not in allowed:
-    raise ValueError(f'{name}={value!r} is not one of {tuple(allowed)}.')
+    raise errors.UserError(f'{name}={value!r} is not one of {tuple(allowed)}.'
+                           f'{errors.did_you_mean(value, allowed)}')
 
 
 def check_positive(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
       math.isfinite(value) and value > 0):
-    raise ValueError(f'{name}={value!r} must be a finite number > 0.')
+    raise errors.UserError(f'{name}={value!r} must be a finite number > 0.')
 
 
 def check_probability(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
       0.0 <= value <= 1.0):
-    raise ValueError(f'{name}={value!r} must be a number in [0, 1].')
+    raise errors.UserError(f'{name}={value!r} must be a number in [0, 1].')
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f'{name}={value!r} must be an integer >= {minimum}.')
+    raise errors.UserError(f'{name}={value!r} must be an integer >= {minimum}.')
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
   shape = tuple(shape)
   if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape):
-    raise ValueError(f'shape={shape!r} must be a static [B, H, W, C] image-batch shape.')
+    raise errors.UserError(f'shape={shape!r} must be a static [B, H, W, C] image-batch shape.')
   return shape  # type: ignore[return-value]
 
 
@@ -105,6 +116,26 @@ def smooth_labels(y: jax.Array, eps: float) -> jax.Array:
   if eps == 0:
     return y
   return y * (1.0 - eps) + eps / y.shape[-1]
+
+
+def round_to(x: jax.Array, dtype: Any) -> jax.Array:
+  """Float `x` -> integer `dtype`: nearest integer (half to even), clipped to the dtype's range.
+
+  The one rounding path of integer images (`Mixer.apply`): integer-valued inputs (copied
+  pixels) come back bit-exactly.
+  """
+  info = jnp.iinfo(dtype)
+  return jnp.clip(jnp.round(x), info.min, info.max).astype(dtype)
+
+
+def _user_errors(fn: Callable[..., Any], *args, **kw) -> Any:
+  """Calls `fn`; a `ValueError` it raises (bad input, found at trace time) is a UserError."""
+  try:
+    return fn(*args, **kw)
+  except errors.UserError:
+    raise
+  except ValueError as e:
+    raise errors.UserError(str(e)) from e
 
 
 def lerp(lam: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -160,29 +191,55 @@ class Mixer:
     """Draws every random quantity for a batch of the given static shape."""
     shape = check_shape(shape)
     if self.needs_saliency and kw.get('saliency') is None:
-      raise ValueError(f'mixer {self.name!r} needs sample(..., saliency=[B, H, W]).')
+      raise errors.UserError(f'mixer {self.name!r} needs sample(..., saliency=[B, H, W]).')
     if self.prob >= 1.0:
-      return self.sample_fn(key, shape, **kw)
+      return _user_errors(self.sample_fn, key, shape, **kw)
     key, apply_key = jax.random.split(key)
-    params = dict(self.sample_fn(key, shape, **kw))
+    params = dict(_user_errors(self.sample_fn, key, shape, **kw))
     params['apply'] = jax.random.bernoulli(apply_key, self.prob)
     return params
 
   def apply(self, params: PyTree, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mixes `x: [B, H, W, C]` and soft labels `y: [B, N]` with the drawn `params`."""
+    """Mixes `x: [B, H, W, C]` and soft labels `y: [B, N]` with the drawn `params`.
+
+    `x` may be floating or integer (e.g. uint8); integer images are mixed in float32 and
+    rounded back (see the module docstring). `y_mix` is float32.
+    """
     if x.ndim != 4:
-      raise ValueError(f'x.shape={x.shape} must be [B, H, W, C].')
+      raise errors.UserError(f'x.shape={x.shape} must be [B, H, W, C].')
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
-      raise ValueError(f'y.shape={y.shape} must be [B, N] with B={x.shape[0]} (one-hot or '
-                       'soft labels; use jax.nn.one_hot for integer labels).')
+      raise errors.UserError(f'y.shape={y.shape} must be [B, N] with B={x.shape[0]} (one-hot '
+                             'or soft labels; use jax.nn.one_hot for integer labels).')
+    is_int = jnp.issubdtype(x.dtype, jnp.integer)
+    if not (is_int or jnp.issubdtype(x.dtype, jnp.floating)):
+      raise errors.UserError(f'x.dtype={x.dtype} must be a floating or integer type.')
     y = smooth_labels(y.astype(jnp.float32), self.label_smoothing)
-    x_mix, y_mix = self.apply_fn(params, x, y)
-    x_mix = x_mix.astype(x.dtype)
+    x_mix, y_mix = _user_errors(self.apply_fn, params, x.astype(jnp.float32) if is_int else x, y)
+    x_mix = round_to(x_mix, x.dtype) if is_int else x_mix.astype(x.dtype)
     if isinstance(params, Mapping) and 'apply' in params:
       reps = (self.multiplicity,) + (1,) * (x.ndim - 1)
       x_mix = jnp.where(params['apply'], x_mix, jnp.tile(x, reps))
       y_mix = jnp.where(params['apply'], y_mix, jnp.tile(y, (self.multiplicity, 1)))
     return x_mix, y_mix
+
+  def check(self, shape: Sequence[int], num_classes: int, dtype: Any = jnp.float32) -> None:
+    """Raises the UserError that mixing a `shape` batch would raise, without compiling.
+
+    Traces `sample` and `apply` abstractly (`jax.eval_shape`): the shape-dependent checks
+    (e.g. StoRM's `points='distinct'` needs k <= H and W, R-Mix's grids must divide the image)
+    run now, before a model is built.
+    """
+    shape = check_shape(shape)
+    kw = {}
+    if self.needs_saliency:
+      kw['saliency'] = jax.ShapeDtypeStruct(shape[:3], jnp.float32)
+
+    def trace(key, x, y, **kw):
+      return self.apply(self.sample(key, x.shape, **kw), x, y)
+
+    jax.eval_shape(trace, jax.ShapeDtypeStruct((), jax.random.key(0).dtype),
+                   jax.ShapeDtypeStruct(shape, dtype),
+                   jax.ShapeDtypeStruct((shape[0], num_classes), jnp.float32), **kw)
 
   def __call__(self, key: jax.Array, x: jax.Array, y: jax.Array,
                **kw) -> tuple[jax.Array, jax.Array]:
@@ -223,7 +280,7 @@ def hparam_names(name: str) -> tuple[str, ...]:
 
 def _check_name(name: str) -> None:
   if name not in _REGISTRY:
-    raise ValueError(f'unknown mixer name={name!r}; registered: {", ".join(names())}.')
+    raise errors.unknown_name_error('mixer name', name, names(), 'mixing method')
 
 
 def get(name: str, *, prob: float = 1.0, label_smoothing: float = 0.0, **hparams) -> Mixer:
@@ -236,20 +293,22 @@ def get(name: str, *, prob: float = 1.0, label_smoothing: float = 0.0, **hparams
     **hparams: the method's hyper-parameters (see the method's module).
 
   Raises:
-    ValueError: unknown name, unknown hyper-parameter, or a bad value; the message names it.
+    UserError (a ValueError): unknown name, unknown hyper-parameter (naming the nearest
+      valid ones), or a bad value; the message names it.
   """
   _check_name(name)
   factory = _REGISTRY[name]
-  allowed = tuple(inspect.signature(factory).parameters)
+  allowed = tuple(inspect.signature(factory).parameters) + ('prob', 'label_smoothing')
   for key in hparams:
     if key not in allowed:
-      raise ValueError(f'unknown hyper-parameter {key!r} for mixer {name!r}; allowed: '
-                       f'{", ".join(allowed + ("prob", "label_smoothing"))}.')
+      raise errors.UserError(f'unknown hyper-parameter {key!r} for mixer {name!r}.'
+                             f'{errors.did_you_mean(key, allowed)} Allowed: '
+                             f'{", ".join(allowed)}.')
   check_probability('prob', prob)
   if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
       0.0 <= label_smoothing < 1.0):
-    raise ValueError(f'label_smoothing={label_smoothing!r} must be a number in [0, 1).')
-  mixer = factory(**hparams)
+    raise errors.UserError(f'label_smoothing={label_smoothing!r} must be a number in [0, 1).')
+  mixer = _user_errors(factory, **hparams)
   defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()
               if p.default is not inspect.Parameter.empty}
   all_hparams = {**defaults, **hparams, 'prob': prob, 'label_smoothing': label_smoothing}
