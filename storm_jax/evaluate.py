@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from storm_jax import cli
+from storm_jax import errors
 from storm_jax.evaluation import runner
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config of the run.',
@@ -42,9 +43,10 @@ _WSOL_CAM_THRESHOLD = flags.DEFINE_float(
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise errors.UserError(f'unexpected command-line arguments {argv[1:]} (flags are '
+                           '--name=value).')
   if _WORKDIR.value is None or _CONFIG.value is None:
-    raise app.UsageError('--config and --workdir are required.')
+    raise errors.UserError('--config and --workdir are required.')
   metrics = runner.evaluate_checkpoint(
       _CONFIG.value, _WORKDIR.value, fgsm_eps=[float(e) for e in _FGSM_EPS.value],
       pgd=_PGD.value, pgd_eps=_PGD_EPS.value, pgd_step=_PGD_STEP.value,
@@ -54,4 +56,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

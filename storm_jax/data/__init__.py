@@ -66,5 +66,6 @@ from storm_jax.data.input_pipeline import to_global
 from storm_jax.data.input_pipeline import train_iterator
 from storm_jax.data.sources import DatasetNotFoundError
 from storm_jax.data.sources import get_info
+from storm_jax.data.sources import open_split
 from storm_jax.data.sources import UnreadableImageError
 from storm_jax.data.sources import prepare

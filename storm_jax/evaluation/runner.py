@@ -41,6 +41,7 @@ import numpy as np
 
 from storm_jax import checkpointing
 from storm_jax import data
+from storm_jax import errors
 from storm_jax import train
 from storm_jax.evaluation import adversarial
 from storm_jax.evaluation import classification
@@ -62,13 +63,14 @@ def check_flags(fgsm_eps: Sequence[float], corruptions: str, dataset: str, ece_b
   """Raises a ValueError naming the first bad argument of `evaluate_checkpoint`."""
   for eps in fgsm_eps:
     if not 0 < eps <= 255:
-      raise ValueError(f'fgsm_eps={eps!r} must be in (0, 255] (units of 1/255).')
+      raise errors.UserError(f'fgsm_eps={eps!r} must be in (0, 255] (units of 1/255).')
   if ece_bins < 1:
-    raise ValueError(f'ece_bins={ece_bins!r} must be >= 1.')
+    raise errors.UserError(f'ece_bins={ece_bins!r} must be >= 1.')
   if not 0 <= wsol_cam_threshold < 1:
-    raise ValueError(f'wsol_cam_threshold={wsol_cam_threshold!r} must be in [0, 1).')
+    raise errors.UserError(f'wsol_cam_threshold={wsol_cam_threshold!r} must be in [0, 1).')
   if corruptions and dataset not in ('cifar10', 'cifar100'):
-    raise ValueError(f'corruptions={corruptions!r} needs dataset.name cifar10 or cifar100, got '
+    raise errors.UserError(f'corruptions={corruptions!r} needs dataset.name cifar10 or '
+                           'cifar100, got '
                      f'{dataset!r}.')
 
 
@@ -79,7 +81,7 @@ def corruption_names(spec: str) -> tuple[str, ...]:
   names = tuple(c.strip() for c in spec.split(',') if c.strip())
   unknown = [c for c in names if c not in data.CIFAR_C_CORRUPTIONS]
   if not names or unknown:
-    raise ValueError(f'corruptions={spec!r}: unknown {unknown or spec!r}; use all19, '
+    raise errors.UserError(f'corruptions={spec!r}: unknown {unknown or spec!r}; use all19, '
                      f'standard15 or names from {data.CIFAR_C_CORRUPTIONS}.')
   return names
 
@@ -98,7 +100,7 @@ class Evaluator:
     self.step = ckpt.latest_step()
     ckpt.close()
     if self.step is None:
-      raise ValueError(f'workdir={workdir!r} has no checkpoint to evaluate (train first).')
+      raise errors.UserError(f'workdir={workdir!r} has no checkpoint to evaluate (train first).')
     self.model, self.variables, self.info = train.restore_for_eval(config, workdir)
     self.sharding = NamedSharding(train.make_mesh(), P('data'))
     self._logits = jax.jit(

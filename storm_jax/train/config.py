@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from storm_jax import data
+from storm_jax import errors
 from storm_jax import mixing
 from storm_jax import models
 from storm_jax.train import optim
@@ -31,14 +32,25 @@ def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
   """`data.get_info` for `config.dataset` (image_size override and prepared split sizes).
 
   Raises:
-    ValueError: unknown dataset or bad image size, naming the config field.
+    errors.UserError: unknown dataset or bad image size, naming the config field.
   """
   try:
     return data.get_info(config.dataset.name, data_dir=_opt(config.dataset.data_dir),
                          image_size=_opt(config.dataset.image_size))
   except ValueError as e:
-    raise ValueError(f'dataset.name={config.dataset.name!r} / dataset.image_size='
-                     f'{config.dataset.image_size!r}: {e}') from e
+    raise errors.UserError(f'dataset.name={config.dataset.name!r} / dataset.image_size='
+                           f'{config.dataset.image_size!r}: {e}') from e
+
+
+def check_dataset(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> None:
+  """Opens the training split: a dataset that is missing fails before any model is built.
+
+  Custom datasets whose source files are present are prepared here (e.g. the bundled digits).
+
+  Raises:
+    data.DatasetNotFoundError: (a UserError) saying what to place where.
+  """
+  data.open_split(info.tfds_name, info.train_split, _opt(config.dataset.data_dir))
 
 
 def train_iterator(config: ml_collections.ConfigDict, *, start_step: int = 0) -> Iterator:
@@ -113,22 +125,27 @@ def mix_off_step(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> i
 
 def _check(cond: bool, field: str, value: Any, why: str) -> None:
   if not cond:
-    raise ValueError(f'{field}={value!r} {why}')
+    raise errors.UserError(f'{field}={value!r} {why}')
 
 
 def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None,
                     process_count: int | None = None) -> None:
   """Checks the config before anything is built or compiled.
 
+  Everything checkable without compiling is checked here: fields and hyper-parameters, the
+  mixer's shape-dependent constraints on this dataset's images (traced abstractly), and that
+  the dataset is prepared (or preparable offline).
+
   Raises:
-    ValueError: naming the offending field and its value.
+    errors.UserError: naming the offending field and its value (a ValueError).
   """
   device_count = jax.device_count() if device_count is None else device_count
   process_count = jax.process_count() if process_count is None else process_count
-  _check(config.model.name in models.names(), 'model.name', config.model.name,
-         f'is not a known model; known: {", ".join(models.names())}.')
-  _check(config.mix.name in mixing.names(), 'mix.name', config.mix.name,
-         f'is not a known mixing method; known: {", ".join(mixing.names())}.')
+  if config.model.name not in models.names():
+    raise errors.unknown_name_error('model.name', config.model.name, models.names(), 'model')
+  if config.mix.name not in mixing.names():
+    raise errors.unknown_name_error('mix.name', config.mix.name, mixing.names(),
+                                    'mixing method')
   _check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
          f'must be one of {MIX_SCOPES}.')
   _check(config.mix.get('saliency_batch_stats', 'keep') in SALIENCY_BATCH_STATS,
@@ -158,13 +175,20 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   _check(config.mix.get('off_last_epochs', 0) >= 0, 'mix.off_last_epochs',
          config.mix.get('off_last_epochs'), 'must be >= 0.')
 
-  mixer = build_mixer(config)  # Raises ValueError for bad hyper-parameters.
-  info = dataset_info(config)  # Raises ValueError for an unknown dataset.
-  h, w, _ = info.image_shape
+  mixer = build_mixer(config)  # Raises UserError for bad hyper-parameters.
+  info = dataset_info(config)  # Raises UserError for an unknown dataset.
+  h, w, c = info.image_shape
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
     for p in mixer.hparams['grid_sizes']:
       _check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],
              f'must all divide the image size {h}x{w}.')
+  # Shape-dependent constraints (e.g. StoRM's k vs the image side with points='distinct'),
+  # traced abstractly on one device's batch: nothing compiles.
+  try:
+    mixer.check((max(config.batch_size // device_count, 1), h, w, c), info.num_classes)
+  except ValueError as e:
+    raise errors.UserError(f'mix.name={config.mix.name!r}, mix.hparams='
+                           f'{dict(config.mix.hparams)!r} on {h}x{w} images: {e}') from None
   train_examples = config.dataset.get('train_examples', 0)
   _check(isinstance(train_examples, int) and train_examples >= 0, 'dataset.train_examples',
          train_examples, 'must be an integer >= 0 (0 = the whole split).')

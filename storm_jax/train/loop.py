@@ -29,6 +29,7 @@ from storm_jax.train import config as config_lib
 from storm_jax.train import optim
 from storm_jax.train import step as step_lib
 from storm_jax.utils import metric_writers
+from storm_jax.utils import multihost
 from storm_jax.utils import preview
 
 
@@ -172,7 +173,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     Final metrics: 'step', eval metrics (prefixed 'eval_'), best eval accuracy,
-    'train_loss' (last logged window), 'wall_time_s', 'images_per_sec'.
+    'train_loss' (last logged window), 'wall_time_s', 'images_per_sec', and 'status':
+    'finished', 'preempted' (SIGTERM: saved, to be resumed) or 'halted' (`halt_after_step`).
+    The same is written atomically to `<workdir>/summary.json`.
 
   Raises:
     ValueError: bad config (before anything compiles).
@@ -183,6 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   info = config_lib.dataset_info(config)
+  config_lib.check_dataset(config, info)  # A missing dataset fails before the model is built.
   mesh = step_lib.make_mesh()
   steps = step_lib.make_steps(config, mesh, info)
   spe, num_steps = config_lib.steps_per_epoch(config, info), config_lib.total_steps(config, info)
@@ -202,6 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = ckpt.restore(state)
     logging.info('Resumed from step %d.', int(state.step))
   start_step = int(jax.device_get(state.step))
+  if is_main:  # The steps after the checkpoint are replayed: their rows are written again.
+    metric_writers.truncate_after(os.path.join(workdir, metric_writers.METRICS_FILE), start_step)
 
   writer = metric_writers.MetricWriter(workdir, enabled=is_main,
                                        tensorboard=bool(config.get('tensorboard', True)))
@@ -228,8 +234,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      dynamic_ncols=True)
   window = MetricsWindow(writer, pbar)
   eval_metrics: dict[str, float] = {}
-  stopped_early = False
+  status = 'finished'
   log_every = config.log_every_steps or num_steps
+
+  def write_summary(status, step, **extra):  # summary.json, on the main process
+    writer.write_summary(
+        status=status, step=step, num_steps=num_steps,
+        final={**eval_metrics, 'train_loss': window.last.get('train_loss', float('nan'))},
+        best=best, wall_time_s=time.time() - t_start, **extra)
+
   with _SigtermFlag() as sigterm:
     for step in range(start_step, num_steps):
       batch = next(train_iter)
@@ -248,12 +261,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if pbar is not None:
         pbar.update(1)
       if done % log_every == 0 or done == num_steps:
-        window.flush()
+        try:
+          window.flush()
+        except FloatingPointError as e:
+          write_summary('failed', done, error=str(e))
+          raise
       if config.eval_every_steps and done % config.eval_every_steps == 0 and done < num_steps:
         eval_metrics = run_eval(done)
       ckpt.maybe_save(done, state)
-      if sigterm.set or done == config.get('halt_after_step', -1):
-        stopped_early = True  # Preempted (or told to halt): save below and leave.
+      # Every process leaves at the same step (a lone process would leave the others
+      # waiting in the next collective step): the SIGTERM decision is agreed.
+      if multihost.agree_to_stop(sigterm.set):
+        status = 'preempted'  # Save below and leave; the scheduler requeues the run.
+        break
+      if done == config.get('halt_after_step', -1):
+        status = 'halted'
         break
   jax.block_until_ready(state)
   images_per_sec = window.images_per_sec() or 0.0
@@ -263,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     pbar.close()
   final_step = int(jax.device_get(state.step))
   ckpt.save(final_step, state)
-  if not stopped_early:  # On SIGTERM: save and leave quickly, no final evaluation.
+  if status == 'finished':  # On SIGTERM: save and leave quickly, no final evaluation.
     eval_metrics = run_eval(final_step)
   ckpt.close()  # Waits for the asynchronous saves; raises if one failed.
   wall = time.time() - t_start
@@ -271,11 +293,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'step': final_step, **eval_metrics, 'best_eval_accuracy': best['eval_accuracy'],
       'best_eval_step': best['step'],
       'train_loss': window.last.get('train_loss', float('nan')),
-      'wall_time_s': wall, 'images_per_sec': images_per_sec, 'stopped_early': stopped_early,
+      'wall_time_s': wall, 'images_per_sec': images_per_sec, 'status': status,
+      'stopped_early': status != 'finished',
   }
   writer.write_scalars(final_step, {f'summary_{k}': v for k, v in summary.items()
                                     if isinstance(v, (int, float)) and k != 'step'})
   writer.close()
+  write_summary(status, final_step, images_per_sec=images_per_sec)
   if is_main:
     logging.info('Done: step %d, eval accuracy %.4f (best %.4f at step %d), top-5 %.4f, '
                  'wall time %.1fs, %.1f images/s.', final_step,

@@ -22,6 +22,7 @@ from typing import Any
 
 from absl import logging
 
+METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'
 STATUSES = ('finished', 'preempted', 'halted', 'failed')
 
@@ -46,7 +47,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = os.path.join(workdir, METRICS_FILE)
     self._tb = None
     if not enabled:
       return
