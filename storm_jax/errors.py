@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 EXIT_USER_ERROR = 2
 # A run stopped by SIGTERM after saving its checkpoint: sysexits.h EX_TEMPFAIL ("temporary
@@ -29,6 +30,12 @@ VERBOSE_ENV = 'STORM_JAX_VERBOSE'
 
 class UserError(ValueError):
   """A mistake in the user's input (config, data, workdir, checkpoint); the message says which."""
+
+
+def check(cond: bool, field: str, value: Any, why: str) -> None:
+  """Raises `UserError('<field>=<value!r> <why>')` unless `cond`."""
+  if not cond:
+    raise UserError(f'{field}={value!r} {why}')
 
 
 def nearest(name: str, valid: Iterable[str], n: int = 3) -> list[str]:

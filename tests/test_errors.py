@@ -136,6 +136,53 @@ def test_main_flag_errors_are_one_line(tmp_path, args, message):
   assert not workdir.exists()  # nothing written (or compiled): stopped at the flags
 
 
+# Config values that parse but fail validation: all stop before a model is built or a
+# file is written (the workdir is not even created).
+_MAIN_VALIDATION_CASES = [
+    (('--config.mix.hparams.k=0',), r'mix.hparams.k=0 must be an integer >= 1'),
+    (('--config.model.name=cnn_smal',), r"model.name='cnn_smal'.*Did you mean 'cnn_small'"),
+    (('--config.mix.name=strom',), r"'strom'.*Did you mean 'storm'"),
+    (('--config.label_smoothing=1.0',), r'label_smoothing=1.0 must be in \[0, 1\)'),
+    (('--config.dataset.name=tiny_imagenet', '--config.dataset.data_dir={tmp}/tfds'),
+     r'tiny_imagenet'),
+    (('--config.batch_size=0',), r'batch_size=0 must be an integer >= 1'),
+    (('--config.optim.schedule=cosin',), r"optim.schedule='cosin'"),
+    (('--config.mix.objective=average',), r"mix.objective='average'"),
+]
+
+
+@pytest.mark.slow  # one JAX + TensorFlow start-up per case
+@pytest.mark.parametrize('args,message', _MAIN_VALIDATION_CASES,
+                         ids=['+'.join(c[0]) for c in _MAIN_VALIDATION_CASES])
+def test_main_validation_errors_are_one_line(tmp_path, args, message):
+  workdir = tmp_path / 'run'
+  args = [a.format(tmp=tmp_path) for a in args]
+  proc = _run('storm_jax.main', '--config=configs/digits_storm.py', f'--workdir={workdir}', *args)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert re.search(message, proc.stderr.strip().splitlines()[-1]), proc.stderr[-2000:]
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_workdir_that_is_a_file_and_evaluate_without_checkpoints(tmp_path):
+  afile = tmp_path / 'afile'
+  afile.write_text('not a directory')
+  proc = _run('storm_jax.main', '--config=configs/digits_storm.py', f'--workdir={afile}')
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert re.search(r"workdir=.*afile.* is not a directory", proc.stderr.splitlines()[-1])
+  assert afile.read_text() == 'not a directory'
+  empty = tmp_path / 'empty_run'
+  proc = _run('storm_jax.evaluate', '--config=configs/digits_storm.py', f'--workdir={empty}')
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert 'error: ' in proc.stderr.splitlines()[-1] and 'checkpoint' in proc.stderr.splitlines()[-1]
+  proc = _run('storm_jax.evaluate', '--config=configs/digits_storm.py', f'--workdir={empty}',
+              '--fgsm_eps=300')
+  assert proc.returncode == 2 and 'fgsm_eps=300.0' in proc.stderr.splitlines()[-1]
+  assert not empty.exists()
+
+
 def test_main_config_file_errors(tmp_path):
   broken = tmp_path / 'broken.py'
   broken.write_text('def get_config(:\n')

@@ -147,6 +147,18 @@ def canonical_name(name: str) -> str:
   return ALIASES.get(name, name)
 
 
+class UnknownDatasetError(ValueError):
+  """`lookup` of a name the table does not know; `hint` is inserted after the first sentence."""
+
+  def __init__(self, name: str, hint: str = ''):
+    self.name = name
+    super().__init__(
+        f'Unknown dataset name {name!r}.{hint} Known: {sorted(_TABLE)}, aliases '
+        f"{sorted(ALIASES)}, 'cifar10_corrupted/<corruption>_<severity>', "
+        "'cifar100_corrupted/<corruption>_<severity>' (corruptions: "
+        f"{', '.join(CIFAR_C_CORRUPTIONS)}; severities 1-5) and 'image_folder:<root>'.")
+
+
 def lookup(name: str) -> DatasetInfo:
   """The table's facts about dataset `name` (no I/O: image folders are read by `get_info`).
 
@@ -154,18 +166,14 @@ def lookup(name: str) -> DatasetInfo:
     name: a name from `names()` (or an alias) other than 'image_folder:<root>'.
 
   Raises:
-    ValueError: unknown name (the message lists the known ones).
+    UnknownDatasetError: unknown name (the message lists the known ones).
   """
   name = canonical_name(name)
   if name.startswith(('cifar10_corrupted/', 'cifar100_corrupted/')):
     return _corrupted_info(name)
   if name in _TABLE:
     return _TABLE[name]
-  raise ValueError(
-      f'Unknown dataset name {name!r}. Known: {sorted(_TABLE)}, aliases {sorted(ALIASES)}, '
-      "'cifar10_corrupted/<corruption>_<severity>', "
-      "'cifar100_corrupted/<corruption>_<severity>' (corruptions: "
-      f"{', '.join(CIFAR_C_CORRUPTIONS)}; severities 1-5) and 'image_folder:<root>'.")
+  raise UnknownDatasetError(name)
 
 
 def with_image_size(info: DatasetInfo, image_size: int | None) -> DatasetInfo:

@@ -570,11 +570,13 @@ def get_info(name: str, *, data_dir: str | None = None,
     if name.startswith(_IMAGE_FOLDER):
       return info_lib.with_image_size(image_folder_info(name), image_size)
     info = info_lib.with_image_size(info_lib.lookup(name), image_size)
+  except info_lib.UnknownDatasetError as e:  # The table is a leaf module: the hint is added here.
+    hint = errors.did_you_mean(e.name, [*info_lib.names(), *info_lib.ALIASES])
+    raise errors.UserError(str(info_lib.UnknownDatasetError(e.name, hint))) from None
   except errors.UserError:
     raise
-  except ValueError as e:  # The table's own errors (a leaf module) are the user's.
-    close = errors.did_you_mean(name, [*info_lib.names(), *info_lib.ALIASES])
-    raise errors.UserError(f'{e}{close}') from None
+  except ValueError as e:  # The table's other errors (a bad image_size) are the user's too.
+    raise errors.UserError(str(e)) from None
   return with_prepared_split_sizes(info, data_dir)
 
 

@@ -96,9 +96,12 @@ class Evaluator:
 
   def __init__(self, config, workdir: str):
     self.config = config
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
-    self.step = ckpt.latest_step()
-    ckpt.close()
+    directory = os.path.join(workdir, 'checkpoints')
+    self.step = None
+    if os.path.isdir(directory):  # (Opening a Checkpointer would create the folder.)
+      ckpt = checkpointing.Checkpointer(directory, async_save=False)
+      self.step = ckpt.latest_step()
+      ckpt.close()
     if self.step is None:
       raise errors.UserError(f'workdir={workdir!r} has no checkpoint to evaluate (train first).')
     self.model, self.variables, self.info = train.restore_for_eval(config, workdir)

@@ -85,9 +85,16 @@ def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
   """The mixer of `config.mix`, with `config.label_smoothing` applied inside it (once)."""
   hparams = dict(config.mix.get('hparams', {}) or {})
   if 'label_smoothing' in hparams:
-    raise ValueError('mix.hparams.label_smoothing is not allowed: set config.label_smoothing '
-                     f'(got mix.hparams.label_smoothing={hparams["label_smoothing"]!r}).')
-  return mixing.get(config.mix.name, label_smoothing=config.label_smoothing, **hparams)
+    raise errors.UserError('mix.hparams.label_smoothing is not allowed: set '
+                           'config.label_smoothing (got mix.hparams.label_smoothing='
+                           f'{hparams["label_smoothing"]!r}).')
+  try:
+    return mixing.get(config.mix.name, label_smoothing=config.label_smoothing, **hparams)
+  except ValueError as e:  # The op names the hyper-parameter; say where it is in the config.
+    message = str(e)
+    if any(message.startswith(f'{name}=') for name in hparams):
+      message = f'mix.hparams.{message}'
+    raise errors.UserError(message) from None
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -123,11 +130,6 @@ def mix_off_step(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> i
   return max(0, off)
 
 
-def _check(cond: bool, field: str, value: Any, why: str) -> None:
-  if not cond:
-    raise errors.UserError(f'{field}={value!r} {why}')
-
-
 def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None,
                     process_count: int | None = None) -> None:
   """Checks the config before anything is built or compiled.
@@ -146,33 +148,33 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   if config.mix.name not in mixing.names():
     raise errors.unknown_name_error('mix.name', config.mix.name, mixing.names(),
                                     'mixing method')
-  _check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
+  errors.check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
          f'must be one of {MIX_SCOPES}.')
-  _check(config.mix.get('saliency_batch_stats', 'keep') in SALIENCY_BATCH_STATS,
+  errors.check(config.mix.get('saliency_batch_stats', 'keep') in SALIENCY_BATCH_STATS,
          'mix.saliency_batch_stats', config.mix.get('saliency_batch_stats'),
          f'must be one of {SALIENCY_BATCH_STATS}.')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
-    _check(isinstance(value, int) and value >= 1, field, value, 'must be an integer >= 1.')
-    _check(value % device_count == 0, field, value,
+    errors.check(isinstance(value, int) and value >= 1, field, value, 'must be an integer >= 1.')
+    errors.check(value % device_count == 0, field, value,
            f'must be divisible by the number of devices ({device_count}).')
-    _check(value % process_count == 0, field, value,
+    errors.check(value % process_count == 0, field, value,
            f'must be divisible by the number of processes ({process_count}).')
-  _check(config.num_train_steps > 0 or config.num_epochs > 0, 'num_epochs', config.num_epochs,
+  errors.check(config.num_train_steps > 0 or config.num_epochs > 0, 'num_epochs', config.num_epochs,
          'must be > 0 when num_train_steps is not set.')
-  _check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
+  errors.check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
          'must be in [0, 1).')
-  _check(config.mix.objective in mixing.OBJECTIVES, 'mix.objective', config.mix.objective,
+  errors.check(config.mix.objective in mixing.OBJECTIVES, 'mix.objective', config.mix.objective,
          f'must be one of {list(mixing.OBJECTIVES)}.')
-  _check(config.loss in mixing.LOSSES, 'loss', config.loss,
+  errors.check(config.loss in mixing.LOSSES, 'loss', config.loss,
          f'is not one of {sorted(mixing.LOSSES)}.')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps'):
-    _check(isinstance(config[field], int) and config[field] >= 0, field, config[field],
+    errors.check(isinstance(config[field], int) and config[field] >= 0, field, config[field],
            'must be an integer >= 0 (0 = only at the end).')
-  _check(config.keep_checkpoints >= 1, 'keep_checkpoints', config.keep_checkpoints,
+  errors.check(config.keep_checkpoints >= 1, 'keep_checkpoints', config.keep_checkpoints,
          'must be >= 1.')
   optim.validate(config.optim)
-  _check(config.mix.get('off_last_epochs', 0) >= 0, 'mix.off_last_epochs',
+  errors.check(config.mix.get('off_last_epochs', 0) >= 0, 'mix.off_last_epochs',
          config.mix.get('off_last_epochs'), 'must be >= 0.')
 
   mixer = build_mixer(config)  # Raises UserError for bad hyper-parameters.
@@ -180,7 +182,7 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   h, w, c = info.image_shape
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
     for p in mixer.hparams['grid_sizes']:
-      _check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],
+      errors.check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],
              f'must all divide the image size {h}x{w}.')
   # Shape-dependent constraints (e.g. StoRM's k vs the image side with points='distinct'),
   # traced abstractly on one device's batch: nothing compiles.
@@ -190,8 +192,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
     raise errors.UserError(f'mix.name={config.mix.name!r}, mix.hparams='
                            f'{dict(config.mix.hparams)!r} on {h}x{w} images: {e}') from None
   train_examples = config.dataset.get('train_examples', 0)
-  _check(isinstance(train_examples, int) and train_examples >= 0, 'dataset.train_examples',
+  errors.check(isinstance(train_examples, int) and train_examples >= 0, 'dataset.train_examples',
          train_examples, 'must be an integer >= 0 (0 = the whole split).')
   n_train = num_train_examples(config, info)
-  _check(config.batch_size <= max(n_train, 1), 'batch_size', config.batch_size,
+  errors.check(config.batch_size <= max(n_train, 1), 'batch_size', config.batch_size,
          f'exceeds the training set ({n_train} examples).')

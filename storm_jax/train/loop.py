@@ -25,6 +25,7 @@ import numpy as np
 
 from storm_jax import checkpointing
 from storm_jax import data
+from storm_jax import errors
 from storm_jax.train import config as config_lib
 from storm_jax.train import optim
 from storm_jax.train import step as step_lib
@@ -182,11 +183,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     FloatingPointError: the training loss became non-finite (message names the step).
   """
   config_lib.validate_config(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.UserError(f'workdir={workdir!r} exists and is not a directory.')
   t_start = time.time()
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   info = config_lib.dataset_info(config)
   config_lib.check_dataset(config, info)  # A missing dataset fails before the model is built.
+  os.makedirs(workdir, exist_ok=True)
   mesh = step_lib.make_mesh()
   steps = step_lib.make_steps(config, mesh, info)
   spe, num_steps = config_lib.steps_per_epoch(config, info), config_lib.total_steps(config, info)

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from storm_jax import errors
+
 
 class Schedule(NamedTuple):
   """What a schedule builder returns.
@@ -94,25 +96,21 @@ def _onecycle(optim, spe, num_steps, warmup) -> Schedule:
   return Schedule(main, main(0), momentum_fn)
 
 
-def _check(cond: bool, field: str, value: Any, why: str) -> None:
-  if not cond:
-    raise ValueError(f'{field}={value!r} {why}')
-
-
 def validate(optim: ml_collections.ConfigDict) -> None:
-  """Checks `config.optim`; raises a ValueError naming the field (as 'optim.<field>')."""
-  _check(optim.schedule in SCHEDULES, 'optim.schedule', optim.schedule,
-         f'must be one of {tuple(SCHEDULES)}.')
-  _check(optim.lr > 0, 'optim.lr', optim.lr, 'must be > 0.')
-  _check(0.0 <= optim.momentum < 1.0, 'optim.momentum', optim.momentum, 'must be in [0, 1).')
-  _check(optim.weight_decay >= 0, 'optim.weight_decay', optim.weight_decay, 'must be >= 0.')
-  _check(optim.warmup_epochs >= 0, 'optim.warmup_epochs', optim.warmup_epochs, 'must be >= 0.')
+  """Checks `config.optim`; raises a UserError naming the field (as 'optim.<field>')."""
+  if optim.schedule not in SCHEDULES:
+    raise errors.unknown_name_error('optim.schedule', optim.schedule, tuple(SCHEDULES),
+                                    'schedule')
+  errors.check(optim.lr > 0, 'optim.lr', optim.lr, 'must be > 0.')
+  errors.check(0.0 <= optim.momentum < 1.0, 'optim.momentum', optim.momentum, 'must be in [0, 1).')
+  errors.check(optim.weight_decay >= 0, 'optim.weight_decay', optim.weight_decay, 'must be >= 0.')
+  errors.check(optim.warmup_epochs >= 0, 'optim.warmup_epochs', optim.warmup_epochs, 'must be >= 0.')
   if optim.schedule == 'multistep':
     ms = list(optim.milestones)
-    _check(ms == sorted(ms) and all(m > 0 for m in ms), 'optim.milestones', tuple(ms),
+    errors.check(ms == sorted(ms) and all(m > 0 for m in ms), 'optim.milestones', tuple(ms),
            'must be increasing positive epochs.')
   if optim.schedule == 'onecycle':
-    _check(0.0 < optim.pct_start < 1.0, 'optim.pct_start', optim.pct_start, 'must be in (0, 1).')
+    errors.check(0.0 < optim.pct_start < 1.0, 'optim.pct_start', optim.pct_start, 'must be in (0, 1).')
 
 
 def make_schedules(config: ml_collections.ConfigDict, spe: int, num_steps: int):
