@@ -398,5 +398,26 @@ def test_sigterm_saves_and_stops(tmp_path, monkeypatch):
   monkeypatch.setattr(data, 'train_iterator', preempted)
   summary = train.train_and_evaluate(config, workdir)
   assert summary['stopped_early'] and summary['step'] < 50
+  assert summary['status'] == 'preempted'
   steps = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()]
   assert steps == [summary['step']]
+  written = metric_writers.read_summary(workdir)
+  assert written['status'] == 'preempted' and written['step'] == summary['step']
+
+
+@pytest.mark.parametrize('status,code', [('preempted', 75), ('finished', None),
+                                         ('halted', None)])
+def test_main_exit_status_tells_preempted_from_finished(tmp_path, monkeypatch, status, code):
+  """A scheduler requeues on 75 (EX_TEMPFAIL): SIGTERM saved the run, it is not finished."""
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from storm_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda config, workdir: {'status': status})
+  if not main_lib.FLAGS.is_parsed():
+    main_lib.FLAGS(['main', f'--workdir={tmp_path}', f'--config={ROOT}/configs/digits_storm.py'])
+  with flagsaver.flagsaver(workdir=str(tmp_path)):
+    if code is None:
+      main_lib.main(['main'])
+    else:
+      with pytest.raises(SystemExit) as e:
+        main_lib.main(['main'])
+      assert e.value.code == code
