@@ -220,7 +220,7 @@ def _resolve_cost(z: jax.Array) -> jax.Array:
 
 def solve_icm(cost: jax.Array, a: jax.Array, init: jax.Array, *, beta: float, gamma: float,
               thres: float, thres_type: str = 'hard', set_resolve: bool = True, niter: int = 4,
-              icm_iters: int = 4, return_trace: bool = False):
+              icm_iters: int = 4, half_labels: bool = True, return_trace: bool = False):
   """On-device approximate Co-Mixup solver for one partition (see the module docstring).
 
   Args:
@@ -232,6 +232,9 @@ def solve_icm(cost: jax.Array, a: jax.Array, init: jax.Array, *, beta: float, ga
     set_resolve: separate identical outputs after sweep `niter − 2`.
     niter: number of sweeps over the outputs.
     icm_iters: checkerboard ICM rounds per output update.
+    half_labels: add the reference's half labels from the second sweep (False: one-hot
+      labels only; with τ = 0, A = I and no resolve every update is then an exact coordinate
+      descent step on the objective).
     return_trace: also return the objective after initialisation and each sweep (`[niter +
       1]`, NaN after an early stop).
 
@@ -251,7 +254,7 @@ def solve_icm(cost: jax.Array, a: jax.Array, init: jax.Array, *, beta: float, ga
     ap = a @ others
     over = ap > thres
     penalty = 2 * gamma * jnp.where(over, ap if thres_type == 'hard' else ap - thres, 0.0)
-    halves, valid = _half_slots(counts, sweep_idx > 0)
+    halves, valid = _half_slots(counts, (sweep_idx > 0) & half_labels)
     vecs = jnp.concatenate([vecs_in, halves])                          # [n + 3, n]
     base_cost = cost_t + penalty + gamma * add_cost[j]                 # [g, g, n]
     unary = base_cost @ vecs.T - HALF_BONUS * jnp.concatenate(
