@@ -285,7 +285,9 @@ def solve_icm(cost: jax.Array, a: jax.Array, init: jax.Array, *, beta: float, ga
 
   loss0 = objective(cost, z0, beta, gamma)
   trace = jnp.full((niter + 1,), jnp.nan, jnp.float32).at[0].set(loss0)
-  state = (jnp.int32(0), z0, jnp.zeros((n, n), jnp.float32), loss0, jnp.array(False), trace)
+  # Initial carries derived from the inputs (not constants), so that inside `shard_map` they
+  # vary over the mesh axis as the loop body's outputs do.
+  state = (jnp.int32(0), z0, 0.0 * a, loss0, loss0 > jnp.inf, trace)
   _, z, _, _, _, trace = jax.lax.while_loop(cond, body, state)
   return (z, trace) if return_trace else z
 

@@ -73,23 +73,24 @@ def _box3_replicate(v: jax.Array) -> jax.Array:
 def spectral_residual(x: jax.Array, *, blur: tuple[int, float] | None = (7, 3.0)) -> jax.Array:
   """Spectral-residual saliency (Hou & Zhang 2007) as GuidedMixup's Guided-SR computes it.
 
-  Grey image (torchvision weights; C = 1 is used as is), `F = fft2(grey)`, `A = sqrt(|F|² +
+  Grey image (torchvision weights for C = 3, the channel mean otherwise), `F = fft2(grey)`, `A = sqrt(|F|² +
   1e-10)`, residual `R = exp(log A − box3×3(log A))` (replicate padding, on the unshifted
   spectrum), `s = |ifft2(F R / A)|`, then a Gaussian blur. Images taller than 128 are
   resized to 128×128 (bilinear) for the transform and the map resized back.
 
   Args:
-    x: `[B, H, W, C]` float images (the reference uses the normalised model input), C ∈ {1, 3}.
+    x: `[B, H, W, C]` float images (the reference uses the normalised model input, C = 3).
     blur: `(kernel size, σ)` of the final blur, or None.
 
   Returns:
     `[B, H, W]` float32 saliency (non-negative).
   """
   b, h, w, c = x.shape
-  if c not in (1, 3):
-    raise ValueError(f'x.shape={x.shape}: spectral_residual needs C = 1 or 3 channels.')
   x = x.astype(jnp.float32)
-  grey = x[..., 0] if c == 1 else jnp.einsum('bhwc,c->bhw', x, jnp.asarray(GREY, jnp.float32))
+  if c == 3:
+    grey = jnp.einsum('bhwc,c->bhw', x, jnp.asarray(GREY, jnp.float32))
+  else:
+    grey = jnp.mean(x, axis=-1)
   resized = h > SR_MAX_SIZE
   if resized:
     grey = jax.image.resize(grey, (b, SR_MAX_SIZE, SR_MAX_SIZE), 'linear', antialias=True)
