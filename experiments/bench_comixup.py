@@ -16,7 +16,8 @@ Problem families:
     γ 1, η 0, τ 0.82.
 
 Op timings: one jitted mixer call (sample + apply) at batch 64, 32×32×3, CIFAR defaults,
-median of `--repeats` calls; the trainer's extra saliency pass is not included.
+median of `--repeats` calls, and its pieces (spectral residual, greedy pairing, Co-Mixup's
+labelling of the 4 partitions); the trainer's extra saliency pass is not included.
 
   python -m experiments.bench_comixup --instances 20 --plot comixup_solvers.png
 
@@ -112,6 +113,24 @@ def time_ops(repeats: int, have_gco: bool) -> list[dict]:
   if have_gco:
     specs.append(('comixup', dict(solver='gco'), True))
   rows = []
+  gm = importlib.import_module('storm_jax.mixing.guided_mixup')
+  maps = gm.normalize_maps(gm.gaussian_blur(sal))
+  pieces = {
+      'spectral_residual': (jax.jit(gm.spectral_residual), (x,)),
+      'greedy_pairing': (jax.jit(gm.pair), (maps,)),
+      'comixup_labelling': (jax.jit(lambda p: cm.labelling(p, 4)),
+                            (mixing.get('comixup').sample(jax.random.key(2), shape,
+                                                          saliency=sal),)),
+  }
+  for name, (fn, args) in pieces.items():
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append((time.perf_counter() - t) * 1e3)
+    rows.append(dict(op=name, shape=list(shape), median_ms=statistics.median(times),
+                     min_ms=min(times)))
   for name, hp, needs in specs:
     m = mixing.get(name, **hp)
     fn = jax.jit(lambda k, x, y, s, m=m, needs=needs: m(k, x, y, **({'saliency': s}

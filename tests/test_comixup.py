@@ -133,6 +133,7 @@ def test_resolve_cost_matches_reference_loop():
           want[i1, nz[0]] = 1
           want[i2, nz[1]] = 1
   np.testing.assert_array_equal(cm._resolve_cost(jnp.asarray(z)), want)
+  np.testing.assert_array_equal(cm._resolve_cost(z, np), want)
 
 
 # --------------------------------------------------------------------------------------
@@ -262,6 +263,19 @@ def test_labels_are_block_and_pixel_shares(shape, part, block_num):
     inside = np.zeros(b, bool)
     inside[start:start + part] = True
     assert np.all(np.asarray(y_mix)[start:start + part][:, ~inside] == 0)
+
+
+def test_gco_solver_in_the_mixer():
+  """solver='gco' (host callback) under jit: valid labelling, labels = pixel shares."""
+  pytest.importorskip('gco')
+  b, h, w = 6, 8, 8
+  x, y = _identity_batch(b, h, w)
+  sal = jax.random.uniform(jax.random.key(7), (b, h, w)) ** 3
+  m = mixing.get('comixup', solver='gco', part=3)
+  x_mix, y_mix = jax.jit(m)(jax.random.key(8), x, y, saliency=sal)
+  np.testing.assert_allclose(y_mix.sum(-1), 1.0, atol=1e-6)
+  np.testing.assert_allclose(x_mix.mean((1, 2)), y_mix, atol=1e-6)
+  assert set(np.unique(np.asarray(x_mix))) <= {0.0, 0.5, 1.0}
 
 
 def test_partition_of_one_is_identity():

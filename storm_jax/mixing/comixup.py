@@ -202,20 +202,21 @@ def _icm(unary: jax.Array, vecs: jax.Array, lab: jax.Array, beta: float,
   return jax.lax.fori_loop(0, iters, sweep, lab)
 
 
-def _resolve_cost(z: jax.Array) -> jax.Array:
+def _resolve_cost(z, xp=jnp):
   """Reference `resolve_label`: outputs with identical input sets (of size >= 2) get a cost.
 
   For each coinciding pair (j1 < j2): cost 1 on j1's first input and on j2's second.
+  `xp` is `jnp`, or `np` on the host (no JAX call inside a host callback).
   """
   used = z.sum(axis=(1, 2)) > 0                                     # [n_out, n_in]
-  same = jnp.all(used[:, None] == used[None, :], -1)
+  same = xp.all(used[:, None] == used[None, :], -1)
   same = same & (used.sum(-1) >= 2)[:, None]
-  later = jnp.triu(same, 1).any(1)     # j coincides with some j2 > j
-  earlier = jnp.tril(same, -1).any(1)  # j coincides with some j1 < j
-  order = jnp.cumsum(used, -1)
+  later = xp.triu(same, 1).any(1)     # j coincides with some j2 > j
+  earlier = xp.tril(same, -1).any(1)  # j coincides with some j1 < j
+  order = xp.cumsum(used, -1)
   first = used & (order == 1)
   second = used & (order == 2)
-  return (first & later[:, None] | second & earlier[:, None]).astype(jnp.float32)
+  return (first & later[:, None] | second & earlier[:, None]).astype(xp.float32)
 
 
 def solve_icm(cost: jax.Array, a: jax.Array, init: jax.Array, *, beta: float, gamma: float,
@@ -363,7 +364,7 @@ def solve_gco_numpy(cost: np.ndarray, a: np.ndarray, init: np.ndarray, *, beta: 
       z[j] = vecs[_gco_potts(cp, beta, halves)]
       total = total + z[j].sum((0, 1))
     if it == niter - 2 and set_resolve:
-      add_cost = np.asarray(_resolve_cost(jnp.asarray(z)))
+      add_cost = _resolve_cost(z, np)
     loss = _np_objective(cost, z, beta, gamma)
     if abs(loss_prev - loss) / abs(loss) < 1e-6:
       break
