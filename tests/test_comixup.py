@@ -324,6 +324,21 @@ def test_jit_no_retrace_and_random_block_num():
     np.testing.assert_allclose(x_mix.mean((1, 2)), y_mix, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_prob_coin_skips_the_solver():
+  """prob < 1: a failed coin returns the batch untouched, a won coin the full mix."""
+  shape = (6, 16, 16, 6)
+  x, y = _identity_batch(6, 16, 16)
+  sal = jax.random.uniform(jax.random.key(9), shape[:3])
+  m = mixing.get('comixup', part=6, prob=0.5)
+  params = m.sample(jax.random.key(10), shape, saliency=sal)
+  fn = jax.jit(m.apply)
+  chex.assert_trees_all_equal(fn(dict(params, apply=jnp.array(False)), x, y), (x, y))
+  on = fn(dict(params, apply=jnp.array(True)), x, y)
+  always = {k: v for k, v in params.items() if k != 'apply'}
+  chex.assert_trees_all_close(on, _mixer_apply(part=6, block_num=4)(always, x, y), atol=1e-6)
+
+
 @pytest.mark.parametrize('hparams,field', [
     ({'block_num': 0}, 'block_num'),
     ({'part': 0}, 'part'),

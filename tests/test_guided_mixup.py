@@ -265,6 +265,22 @@ def test_identical_maps_are_mixup_half():
   np.testing.assert_allclose(y_mix, 0.5 * (y + y[perm]), atol=1e-6)
 
 
+def test_prob_coin_skips_or_applies():
+  """prob < 1: a failed coin returns the batch untouched, a won coin the full mix."""
+  shape = (4, 16, 16, 3)
+  x = jax.random.normal(jax.random.key(12), shape)
+  y = jax.nn.one_hot(jnp.arange(4) % 3, 3)
+  m = mixing.get('guided_mixup', saliency='sr', prob=0.5)
+  params = m.sample(jax.random.key(0), shape)
+  fn = jax.jit(m.apply)
+  off = fn(dict(params, apply=jnp.array(False)), x, y)
+  on = fn(dict(params, apply=jnp.array(True)), x, y)
+  chex.assert_trees_all_equal(off, (x, y))
+  always = mixing.get('guided_mixup', saliency='sr')
+  chex.assert_trees_all_close(on, jax.jit(always.apply)({'perm': params['perm']}, x, y),
+                              atol=1e-6)
+
+
 def test_jit_no_retrace_and_eager_equals_jit():
   shape = (4, 16, 16, 3)
   x = jax.random.normal(jax.random.key(11), shape)

@@ -495,6 +495,9 @@ def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
   _check_grid(x.shape, block_nums)
   x = x.astype(jnp.float32)
   branches = [functools.partial(_mix, g=g, **kw) for g in block_nums]
+  if 'apply' in params:  # prob < 1: the solver does not run on a clean batch.
+    index = jnp.where(params['apply'], params['grid'] + 1, 0)
+    return jax.lax.switch(index, [lambda p, x, y: (x, y)] + branches, params, x, y)
   if len(branches) == 1:
     return branches[0](params, x, y)
   return jax.lax.switch(params['grid'], branches, params, x, y)

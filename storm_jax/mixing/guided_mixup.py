@@ -216,12 +216,18 @@ def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *, saliency:
   if part is not None and x.shape[0] % part:
     raise ValueError(f'part={part} must divide the batch size {x.shape[0]}.')
   x = x.astype(jnp.float32)
-  maps = guide_maps(params, x, saliency=saliency, blur=blur, sr_blur=sr_blur)
-  perm = pair(maps, part) if pairing == 'greedy' else params['perm']
-  m = mixing_ratio(maps, perm)
-  x_mix = m[..., None] * x + (1.0 - m[..., None]) * x[perm]
-  lam = jnp.mean(m, axis=(1, 2))[:, None]
-  return x_mix, lam * y + (1.0 - lam) * y[perm]
+
+  def mix(_):
+    maps = guide_maps(params, x, saliency=saliency, blur=blur, sr_blur=sr_blur)
+    perm = pair(maps, part) if pairing == 'greedy' else params['perm']
+    m = mixing_ratio(maps, perm)
+    x_mix = m[..., None] * x + (1.0 - m[..., None]) * x[perm]
+    lam = jnp.mean(m, axis=(1, 2))[:, None]
+    return x_mix, lam * y + (1.0 - lam) * y[perm]
+
+  if 'apply' in params:  # prob < 1: no saliency, pairing or mixing on a clean batch.
+    return jax.lax.cond(params['apply'], mix, lambda _: (x, y), None)
+  return mix(None)
 
 
 def _check_blur(name, value):
