@@ -76,7 +76,7 @@ def compare(name: str, family: dict, count: int, seed: int, have_gco: bool) -> d
   a = np.broadcast_to(np.eye(n, dtype=np.float32), (count, n, n))
 
   def obj(c, z):
-    return float(cm._np_objective(c, z, kw['beta'], kw['gamma']))  # pylint: disable=protected-access
+    return float(cm.objective_numpy(c, z, kw['beta'], kw['gamma']))
 
   e_rand = np.array([obj(c, np.eye(n, dtype=np.float32)[i]) for c, i in probs])
   icm = jax.jit(jax.vmap(functools.partial(cm.solve_icm, **kw)))

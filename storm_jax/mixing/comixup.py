@@ -314,7 +314,8 @@ def _gco_potts(unary: np.ndarray, beta: float, halves: np.ndarray | None) -> np.
                             algorithm='swap').reshape(g, g)
 
 
-def _np_objective(cost, z, beta, gamma):
+def objective_numpy(cost: np.ndarray, z: np.ndarray, beta: float, gamma: float) -> float:
+  """`objective` in NumPy, for host-side code (the gco solver) and benchmarks."""
   unary = np.sum(np.moveaxis(cost, 0, -1)[None] * z)
   smooth = np.sum((z[:, 1:] - z[:, :-1]) ** 2) + np.sum((z[:, :, 1:] - z[:, :, :-1]) ** 2)
   counts = z.sum((1, 2))
@@ -333,7 +334,7 @@ def solve_gco_numpy(cost: np.ndarray, a: np.ndarray, init: np.ndarray, *, beta: 
   a = np.asarray(a, np.float32)
   n, g, _ = cost.shape
   z = np.eye(n, dtype=np.float32)[np.asarray(init)]
-  loss_prev = _np_objective(cost, z, beta, gamma)
+  loss_prev = objective_numpy(cost, z, beta, gamma)
   total = z.sum((0, 1, 2))
   add_cost = None
   for it in range(niter):
@@ -365,7 +366,7 @@ def solve_gco_numpy(cost: np.ndarray, a: np.ndarray, init: np.ndarray, *, beta: 
       total = total + z[j].sum((0, 1))
     if it == niter - 2 and set_resolve:
       add_cost = _resolve_cost(z, np)
-    loss = _np_objective(cost, z, beta, gamma)
+    loss = objective_numpy(cost, z, beta, gamma)
     if abs(loss_prev - loss) / abs(loss) < 1e-6:
       break
     loss_prev = loss

@@ -73,9 +73,9 @@ def _box3_replicate(v: jax.Array) -> jax.Array:
 def spectral_residual(x: jax.Array, *, blur: tuple[int, float] | None = (7, 3.0)) -> jax.Array:
   """Spectral-residual saliency (Hou & Zhang 2007) as GuidedMixup's Guided-SR computes it.
 
-  Grey image (torchvision weights for C = 3, the channel mean otherwise), `F = fft2(grey)`, `A = sqrt(|F|² +
-  1e-10)`, residual `R = exp(log A − box3×3(log A))` (replicate padding, on the unshifted
-  spectrum), `s = |ifft2(F R / A)|`, then a Gaussian blur. Images taller than 128 are
+  Grey image (torchvision weights for C = 3, the channel mean otherwise), `F = fft2(grey)`,
+  `A = sqrt(|F|² + 1e-10)`, residual `R = exp(log A − box3×3(log A))` (replicate padding, on
+  the unshifted spectrum), `s = |ifft2(F R / A)|`, then a Gaussian blur. Images taller than 128 are
   resized to 128×128 (bilinear) for the transform and the map resized back.
 
   Args:
