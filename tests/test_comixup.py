@@ -141,6 +141,20 @@ def test_resolve_cost_matches_reference_loop():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize('counts,pairs', [
+    ([0, 0, 0, 5, 0, 11], [(3, 5)]),                      # two used: their pair only
+    ([2, 0, 7, 1, 7, 0], [(0, 2), (0, 4), (2, 4)]),       # >= 3 used: pairs of the top 3
+    ([0, 0, 16, 0, 0, 0], []),                            # one used: none
+])
+def test_half_label_slots(counts, pairs):
+  vecs, valid = jax.jit(cm._half_slots)(jnp.asarray(counts, jnp.float32), jnp.array(True))
+  got = {tuple(np.flatnonzero(v)) for v in np.asarray(vecs)[np.asarray(valid)]}
+  assert got == set(pairs)
+  assert np.all(np.asarray(vecs)[np.asarray(valid)].sum(-1) == 1.0)
+  _, off = cm._half_slots(jnp.asarray(counts, jnp.float32), jnp.array(False))
+  assert not np.asarray(off).any()
+
+
 @pytest.mark.parametrize('n,g', [(5, 4), (7, 2), (3, 8)])
 def test_icm_never_worse_than_init(n, g):
   """Default settings (thresholded penalty, half labels, resolve): E(final) <= E(init)."""

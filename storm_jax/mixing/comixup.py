@@ -149,8 +149,7 @@ def _half_slots(counts: jax.Array, enabled: jax.Array) -> tuple[jax.Array, jax.A
   used = counts > 0
   n_used = used.sum()
   k = min(3, n)
-  _, top = jax.lax.top_k(counts, k)
-  top = jnp.sort(top)
+  _, top = jax.lax.top_k(counts, k)  # by count: with two used inputs, top[:2] are they
   if k < 3:
     top = jnp.concatenate([top, jnp.zeros(3 - k, top.dtype)])
   eye = jnp.eye(n, dtype=jnp.float32)
