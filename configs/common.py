@@ -87,6 +87,13 @@ METHODS = {
     'dcutmix': ('dcutmix', dict(K=5, alpha=1.0, prob=0.5)),
     'dmixup': ('dmixup', dict(K=3, alpha=1.0)),
     'multimix': ('multimix', dict(base='mixup', K=5, alpha=1.0)),
+    # Co-Mixup / GuidedMixup: the reference READMEs' CIFAR-100 settings. They train on
+    # softmax_bce (config.loss) and read `clean_lam` from the saliency pass.
+    'comixup': ('comixup', dict(block_num=4, part=20, alpha=2.0, beta=0.32, gamma=1.0,
+                                thres=0.83, eta=0.05, omega=0.001, niter=4, clean_lam=1.0)),
+    'guided_sr': ('guided_mixup', dict(saliency='sr', pairing='greedy', prob=0.5)),
+    'guided_ap': ('guided_mixup', dict(saliency='ap', pairing='greedy', prob=0.8,
+                                       clean_lam=0.0)),
 }
 
 

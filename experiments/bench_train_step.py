@@ -39,6 +39,9 @@ METHODS = {
     'region_mixup': ('region_mixup', dict(k=2, alpha=1.0)),
     'rmix': ('rmix', dict(alpha=1.0, grid_sizes=(2, 4))),
     'multimix': ('multimix', dict(base='mixup', K=5, alpha=1.0)),
+    'comixup': ('comixup', dict(block_num=4, part=20)),
+    'guided_sr': ('guided_mixup', dict(saliency='sr', prob=1.0)),
+    'guided_ap': ('guided_mixup', dict(saliency='ap', prob=1.0)),
 }
 
 _METHODS = flags.DEFINE_list('methods', 'vanilla,mixup,cutmix,storm_k2,storm_k4',

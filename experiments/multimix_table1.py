@@ -23,6 +23,7 @@ PAPER = {  # arch -> (no mixup, Input, CutMix)
     'resnext29_4_24': (21.84, 21.78, 20.92),
 }
 MULTI_CUTMIX = {'mix.hparams.base': 'cutmix'}
+COMIXUP = {'preactresnet18': 19.89, 'wrn16_8': 19.24, 'resnext29_4_24': 19.43}  # mean of 3
 
 
 def _c100(arch):
@@ -36,6 +37,8 @@ def _c100(arch):
                        paper={'top1_err': p[1]}),
           tablelib.Row('CutMix', f'{C100}:cutmix', {'model.name': arch, 'mix.hparams.prob': 1.0},
                        paper={'top1_err': p[2]}),
+          tablelib.Row('Co-Mixup', f'{C100}:comixup', {'model.name': arch, 'loss': 'softmax_bce'},
+                       paper={'top1_err': COMIXUP[arch]}),
           tablelib.Row('Multi-mix (mixup, K5)', f'{C100}:multimix', {'model.name': arch}),
           tablelib.Row('Multi-mix (cutmix, K5)', f'{C100}:multimix',
                        {'model.name': arch, **MULTI_CUTMIX}),
@@ -48,6 +51,7 @@ TINY = tablelib.Table(
         tablelib.Row('No mixup', 'configs/tinyimagenet_vanilla.py', paper={'top1_err': 43.54}),
         tablelib.Row('Input mixup', 'configs/tinyimagenet_mixup.py', paper={'top1_err': 43.35}),
         tablelib.Row('CutMix', 'configs/tinyimagenet_cutmix.py', paper={'top1_err': 43.11}),
+        tablelib.Row('Co-Mixup', 'configs/tinyimagenet_comixup.py', paper={'top1_err': 35.94}),
         tablelib.Row('Multi-mix (mixup, K5)', 'configs/tinyimagenet_multimix.py'),
     ))
 

@@ -36,6 +36,9 @@ TABLES = [tablelib.Table(
         _row('R-Mix', 'rmix'),
         _row('DCutMix', 'dcutmix'),
         _row('Multi-mix (mixup)', 'multimix'),
+        _row('Co-Mixup', 'comixup', 64.15, None, 91.11),
+        _row('Guided-SR', 'guided_sr', 59.44, 75.54),
+        _row('Guided-AP', 'guided_ap', 64.63, 82.49),
         _row('StoRM', 'storm', 69.49, 87.23, 82.84),
     ))]
 

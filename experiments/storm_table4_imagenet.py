@@ -19,6 +19,12 @@ TABLES = [tablelib.Table(
         tablelib.Row('Vanilla', f'{CONFIG}:vanilla', paper={'top1_acc': 76.83, 'top5_acc': 92.66}),
         tablelib.Row('Mixup', f'{CONFIG}:mixup', paper={'top1_acc': 77.12, 'top5_acc': 93.52}),
         tablelib.Row('CutMix', f'{CONFIG}:cutmix', paper={'top1_acc': 77.17, 'top5_acc': 93.45}),
+        tablelib.Row('Co-Mixup', f'{CONFIG}:comixup', paper={'top1_acc': 77.63, 'top5_acc': 93.84}),
+        tablelib.Row('Guided-SR', f'{CONFIG}:guided_sr',
+                     paper={'top1_acc': 77.20, 'top5_acc': 93.66}),
+        # The paper's "GuidedMixup" row: Guided-AP.
+        tablelib.Row('GuidedMixup', f'{CONFIG}:guided_ap',
+                     paper={'top1_acc': 77.53, 'top5_acc': 93.86}),
         tablelib.Row('StoRM', f'{CONFIG}:storm', paper={'top1_acc': 78.30, 'top5_acc': 94.16}),
     ))]
 

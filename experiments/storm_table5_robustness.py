@@ -21,8 +21,8 @@ COLUMNS = (tablelib.Column('fgsm_err_4', 'FGSM err % (4/255)'),
 EVAL = {'fgsm_eps': '4', 'corruptions': 'all19'}
 
 
-def _row(label, method, fgsm, mce):
-  return tablelib.Row(label, f'{PARN}:{method}', eval_flags=EVAL,
+def _row(label, method, fgsm, mce, overrides=None):
+  return tablelib.Row(label, f'{PARN}:{method}', overrides or {}, eval_flags=EVAL,
                       paper={'fgsm_err_4': fgsm, 'mce': mce})
 
 
@@ -32,6 +32,7 @@ TABLES = [tablelib.Table(
         _row('Vanilla', 'vanilla', 84.93, 51.43),
         _row('MixUp', 'mixup', 75.72, 44.84),
         _row('CutMix', 'cutmix', 80.13, 53.74),
+        _row('Co-Mixup', 'comixup', 87.94, 53.72, {'loss': 'softmax_bce'}),
         _row('StoRM', 'storm', 76.04, 43.11),
     ))]
 

@@ -18,6 +18,9 @@ from storm_jax import mixing
 pytestmark = pytest.mark.usefixtures('key_reuse_checked')
 
 NAMES = [n for n in mixing.names() if n != 'none']
+# No random draw at prob 1 (spectral-residual maps, greedy pairing): the shards here hold
+# the same images up to a scale, so they mix alike.
+DETERMINISTIC = ('guided_mixup',)
 N_DEV = 8
 PER_DEV = 4
 
@@ -83,7 +86,8 @@ def test_shard_map_device_local_mixing(name):
     np.testing.assert_allclose(xs.mean((1, 2)) / (i + 1), ys, atol=2e-5)
   # Distinct draws per shard (aimz #292): the shards' mixed labels are not all equal.
   per_dev = _unshard(y_mix, mixer.multiplicity)
-  assert any(not np.allclose(per_dev[0], p) for p in per_dev[1:])
+  if name not in DETERMINISTIC:
+    assert any(not np.allclose(per_dev[0], p) for p in per_dev[1:])
 
 
 # pmap and global mixing: one method per code path (Beta λ, boxes, tiles, saliency masks,

@@ -1,0 +1,14 @@
+r"""Tiny-ImageNet, PreActResNet-18, PuzzleMix protocol: Guided-SR (prob 0.5).
+
+  python -m storm_jax.main --config=configs/tinyimagenet_guided_sr.py --workdir=runs/tiny_guided_sr \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+from configs import tinyimagenet
+
+
+def get_config(variant: str = ''):
+  return tinyimagenet.get_config(
+      'guided_mixup', dict(saliency='sr', pairing='greedy', prob=0.5), variant)
