@@ -1,8 +1,8 @@
 """StoRM Table 2: CIFAR-100 top-1 / top-5 accuracy (SPECS §13.3).
 
 PreActResNet-18, 1200 epochs (PuzzleMix/Manifold protocol) and WRN-28-10 (IPMix protocol).
-Methods storm_jax does not implement (Manifold, AugMix, PixMix, SaliencyMix, Guided-*,
-PuzzleMix, Co-Mixup, IPMix) are left out.
+Methods storm_jax does not implement (Manifold, AugMix, SaliencyMix, Guided-*, PuzzleMix,
+Co-Mixup) are left out. PixMix and IPMix mix with the generated 'fractals' pictures.
 
   python -m experiments.storm_table2_cifar100 commands   # or: run / aggregate
 """
@@ -20,6 +20,7 @@ TABLES = [
             tablelib.Row('Vanilla', f'{PARN}:vanilla', paper={'top1_acc': 76.33, 'top5_acc': 91.02}),
             tablelib.Row('MixUp', f'{PARN}:mixup', paper={'top1_acc': 76.84, 'top5_acc': 92.42}),
             tablelib.Row('CutMix', f'{PARN}:cutmix', paper={'top1_acc': 76.8, 'top5_acc': 91.91}),
+            tablelib.Row('PixMix', f'{PARN}:pixmix', paper={'top1_acc': 79.70}),
             tablelib.Row('StoRM', f'{PARN}:storm', paper={'top1_acc': 82.06, 'top5_acc': 95.55}),
         )),
     tablelib.Table(
@@ -28,6 +29,8 @@ TABLES = [
             tablelib.Row('Vanilla', f'{WRN}:vanilla', paper={'top1_acc': 81.0}),
             tablelib.Row('MixUp', f'{WRN}:mixup', paper={'top1_acc': 81.6}),
             tablelib.Row('CutMix', f'{WRN}:cutmix', paper={'top1_acc': 82.0}),
+            tablelib.Row('PixMix', f'{WRN}:pixmix', paper={'top1_acc': 81.7}),
+            tablelib.Row('IPMix', f'{WRN}:ipmix', paper={'top1_acc': 82.6}),
             tablelib.Row('StoRM', f'{WRN}:storm', paper={'top1_acc': 82.6}),
         )),
 ]
