@@ -425,3 +425,16 @@ def test_ipmix_without_jsd_and_no_retrace():
   np.testing.assert_array_equal(y1, y)
   assert not np.array_equal(out1, out2)
   assert float(out1.min()) >= 0 and float(out1.max()) <= 255.0 + 1e-3
+
+
+def test_preview_grid_shows_the_mixing_pictures(tmp_path):
+  pytest.importorskip('matplotlib')
+  from storm_jax.utils import preview  # pylint: disable=g-import-not-at-top
+  x = (_images(11) / 255.0 - 0.5) / 0.25
+  for pics, name in ((None, 'plain.png'), (_pictures(), 'with_pictures.png')):
+    preview.mixed_batch_grid(str(tmp_path / name), x, np.asarray(_labels()), mean=(0.5,) * 3,
+                             std=(0.25,) * 3, mixing_pictures=pics)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  plain = Image.open(tmp_path / 'plain.png').size
+  with_pictures = Image.open(tmp_path / 'with_pictures.png').size
+  assert with_pictures[0] * with_pictures[1] > plain[0] * plain[1]  # 3 more panels
