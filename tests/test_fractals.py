@@ -133,3 +133,18 @@ def test_mixing_stream_bad_arguments(fractal_dir):
     _stream(fractal_dir, start_step=-1)
   with pytest.raises(ValueError, match='not divisible'):
     _stream(fractal_dir, global_batch_size=5, process_index=0, process_count=2)
+
+
+@pytest.mark.slow
+def test_prepare_command_line(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  cmd = [sys.executable, '-m', 'storm_jax.data.prepare', 'fractals', '--fractal_size=8',
+         '--fractal_count=3', '--fractal_seed=2', f'--data_dir={tmp_path}']
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+  assert out.stdout.strip().endswith('fractals/8x8_3_seed2/1.0.0')
+  source = sources.open_split('fractals/8x8_3_seed2', 'train', str(tmp_path))
+  assert source.num_examples == 3
+  bad = subprocess.run(cmd[:3] + ['digits', '--fractal_size=8', f'--data_dir={tmp_path}'],
+                       capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and 'fractal' in bad.stderr
