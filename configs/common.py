@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.image_size = 0  # 0 = the dataset's native size.
   config.dataset.augment = ''    # '' = the dataset's default train augmentation.
   config.dataset.train_examples = 0  # > 0: train on the first N examples of the split only.
+  # Second stream of mixing pictures (PixMix, IPMix): '' = none, 'fractals[/<H>x<W>_<n>_seed<s>]'
+  # (generated) or 'image_folder:<root>'. Set by set_method for the methods that need one.
+  config.dataset.mixing_set = ''
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'cnn_small'
@@ -94,7 +97,12 @@ METHODS = {
     'guided_sr': ('guided_mixup', dict(saliency='sr', pairing='greedy', prob=0.5)),
     'guided_ap': ('guided_mixup', dict(saliency='ap', pairing='greedy', prob=0.8,
                                        clean_lam=0.0)),
+    'pixmix': ('pixmix', dict(k=4, beta=3.0, severity=3.0, all_ops=True)),
+    'ipmix': ('ipmix', dict(width=3, max_steps=3, patch_sizes=(4, 8, 16, 32), beta=3.0,
+                            severity=3.0, jsd=True, jsd_weight=12.0)),
 }
+# Methods that mix with pictures of a second input stream, and the set they use by default.
+MIXING_SET_METHODS = {'pixmix': 'fractals', 'ipmix': 'fractals'}
 
 
 def parse_arg(arg: str, default_method: str = 'storm') -> tuple[str, bool]:
@@ -113,6 +121,7 @@ def set_method(config: ml_collections.ConfigDict, method: str) -> None:
   name, hparams = METHODS[method]
   config.mix.name = name
   config.mix.hparams = dict(hparams)
+  config.dataset.mixing_set = MIXING_SET_METHODS.get(method, '')
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -13,7 +13,8 @@ Two references are measured in the same run, on an array of the same size:
   * `xla_stream_gbps`: a jitted `x + 1.0` (2 * nbytes), XLA's own streaming floor on this
     backend, which includes allocating a fresh output buffer (page faults for large
     arrays) exactly as every mixer call does.
-Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument.
+Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument, PixMix /
+IPMix a random batch of mixing pictures (and pixel values in [0, 255] as images).
 
   python -m experiments.bench_mixing                                 # everything
   python -m experiments.bench_mixing --methods storm:k=2,storm:k=3,storm:k=4,region_mixup \
@@ -109,10 +110,14 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
   x = jax.random.normal(kx, shape, jnp.float32)
   y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, NUM_CLASSES), NUM_CLASSES)
   extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
+  if mixer.needs_mixing_pictures:  # PixMix / IPMix: pixel values, a batch of pictures
+    x = jax.random.uniform(kx, shape, jnp.float32, 0.0, 255.0)
+    extra = (jax.random.uniform(ks, shape, jnp.float32, 0.0, 255.0),)
+  extra_name = 'mixing_pictures' if mixer.needs_mixing_pictures else 'saliency'
 
   @jax.jit
   def call(key, x, y, *saliency):
-    kw = {'saliency': saliency[0]} if saliency else {}
+    kw = {extra_name: saliency[0]} if saliency else {}
     return mixer(key, x, y, **kw)
 
   keys = jax.random.split(kc, WARMUP + repeats)

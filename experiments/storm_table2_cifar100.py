@@ -1,9 +1,9 @@
 """StoRM Table 2: CIFAR-100 top-1 / top-5 accuracy (SPECS §13.3).
 
 PreActResNet-18, 1200 epochs (PuzzleMix/Manifold protocol) and WRN-28-10 (IPMix protocol).
-Methods storm_jax does not implement (Manifold, AugMix, PixMix, SaliencyMix, PuzzleMix,
-IPMix) are left out. Co-Mixup and GuidedMixup train on the PuzzleMix codebase's
-BCE(softmax) loss, as their references.
+Methods storm_jax does not implement (Manifold, AugMix, SaliencyMix, PuzzleMix) are left
+out. Co-Mixup and GuidedMixup train on the PuzzleMix codebase's BCE(softmax) loss, as
+their references. PixMix and IPMix mix with the generated 'fractals' pictures.
 
   python -m experiments.storm_table2_cifar100 commands   # or: run / aggregate
 """
@@ -32,6 +32,7 @@ TABLES = [
                          paper={'top1_acc': 80.60, 'top5_acc': 94.00}),
             tablelib.Row('Guided-AP', f'{PARN}:guided_ap', BCE,
                          paper={'top1_acc': 81.40, 'top5_acc': 94.88}),
+            tablelib.Row('PixMix', f'{PARN}:pixmix', paper={'top1_acc': 79.70}),
             tablelib.Row('StoRM', f'{PARN}:storm', paper={'top1_acc': 82.06, 'top5_acc': 95.55}),
         )),
     tablelib.Table(
@@ -40,6 +41,8 @@ TABLES = [
             tablelib.Row('Vanilla', f'{WRN}:vanilla', paper={'top1_acc': 81.0}),
             tablelib.Row('MixUp', f'{WRN}:mixup', paper={'top1_acc': 81.6}),
             tablelib.Row('CutMix', f'{WRN}:cutmix', paper={'top1_acc': 82.0}),
+            tablelib.Row('PixMix', f'{WRN}:pixmix', paper={'top1_acc': 81.7}),
+            tablelib.Row('IPMix', f'{WRN}:ipmix', paper={'top1_acc': 82.6}),
             tablelib.Row('StoRM', f'{WRN}:storm', paper={'top1_acc': 82.6}),
         )),
 ]

@@ -21,7 +21,10 @@ import pytest
 from storm_jax import mixing
 
 ALL_NAMES = ('none', 'mixup', 'cutmix', 'mixup_cutmix', 'hmix', 'gmix', 'region_mixup', 'storm',
-             'rmix', 'dcutmix', 'dmixup', 'multimix', 'comixup', 'guided_mixup')
+             'rmix', 'dcutmix', 'dmixup', 'multimix', 'comixup', 'guided_mixup', 'pixmix',
+             'ipmix')
+# pixmix / ipmix (pixel-space, label-preserving, with mixing pictures) have no CASES here:
+# identity images are not pixel values; their properties are tested in test_pixmix.py.
 
 # (name, hparams) cases: defaults plus the variants that change the code path here
 # (per-example draws, other pairings, k > 2). Other hyper-parameters are covered in each

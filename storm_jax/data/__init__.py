@@ -20,6 +20,8 @@ sources.py adds what the disk knows):
   cifar10_corrupted/<c>_<s>  tfds CIFAR-10-C; official corruption names accepted.
   cifar100_corrupted/<c>_<s> CIFAR-100-C.tar (or CIFAR-100-C/*.npy) in the manual dir.
   image_folder:<root>        <root>/<split>/<class>/*.jpg|png, read in place.
+  fractals[/<H>x<W>_<n>_seed<s>]  generated PixMix/IPMix mixing pictures (no labels); read by
+                             `mixing_iterator`, prepared on first use.
 The pipeline reads ArrayRecord files (random access: stateless shuffling, O(1) resume);
 `python -m storm_jax.data.prepare NAME [--data_dir=...] [--manual_dir=...]` writes them, or
 adds them to a dataset prepared earlier as TFRecord. Nothing downloads during training: a
@@ -59,7 +61,9 @@ from storm_jax.data.info import names
 from storm_jax.data.input_pipeline import box_feature
 from storm_jax.data.input_pipeline import eval_iterator
 from storm_jax.data.input_pipeline import make_eval_dataset
+from storm_jax.data.input_pipeline import make_mixing_dataset
 from storm_jax.data.input_pipeline import make_train_dataset
+from storm_jax.data.input_pipeline import mixing_iterator
 from storm_jax.data.input_pipeline import num_eval_batches
 from storm_jax.data.input_pipeline import process_range
 from storm_jax.data.input_pipeline import to_global

@@ -347,6 +347,22 @@ def _read_records(ds: tf.data.Dataset, source: sources.RecordSource, b: int):
   return ds.map(read, num_parallel_calls=_AUTOTUNE, deterministic=True).unbatch()
 
 
+def _stream_positions(lo: int, n: int, b: int, start_step: int,
+                      shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+  """Batches (k [b], example index [b]) of the endless shuffled stream from `start_step`.
+
+  Stream position k is example `lo + index_shuffle(k % n, seed=fold_in(shuffle_seed, k // n))`
+  and batch t holds positions [t * b, (t + 1) * b): a function of (seed, t) only.
+  """
+  def locate(k):
+    epoch_seed = tf.random.experimental.stateless_fold_in(shuffle_seed, k // n)
+    pos = tf.random.experimental.index_shuffle(k % n, seed=epoch_seed, max_index=n - 1)
+    return k, lo + pos
+
+  ds = tf.data.Dataset.range(int(start_step) * b, _STREAM_END)
+  return ds.map(locate, num_parallel_calls=_AUTOTUNE, deterministic=True).batch(b)
+
+
 def _options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
@@ -388,11 +404,6 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
     raise ValueError(f'dataset {name!r}: split {info.train_split!r} has '
                      f'{source.num_examples} examples, fewer than process_count={count}.')
 
-  def locate(k):
-    epoch_seed = tf.random.experimental.stateless_fold_in(shuffle_seed, k // n)
-    pos = tf.random.experimental.index_shuffle(k % n, seed=epoch_seed, max_index=n - 1)
-    return k, lo + pos
-
   def example(k, record):
     image_bytes, label = source.parse(record)
     seed_k = tf.random.experimental.stateless_fold_in(augment_seed, k)
@@ -400,9 +411,7 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
                             crop_padding=info.crop_padding, stored_hw=source.image_hw)
     return {'image': image, 'label': label}
 
-  ds = tf.data.Dataset.range(int(start_step) * b, _STREAM_END)
-  ds = ds.map(locate, num_parallel_calls=_AUTOTUNE, deterministic=True).batch(b)
-  ds = _read_records(ds, source, b)
+  ds = _read_records(_stream_positions(lo, n, b, start_step, shuffle_seed), source, b)
   ds = ds.map(example, num_parallel_calls=_AUTOTUNE, deterministic=True)
   ds = ds.batch(b, drop_remainder=True).prefetch(_AUTOTUNE)
   return ds.with_options(_options()), info
@@ -443,6 +452,103 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
       data_dir=data_dir, augment=augment, image_size=image_size, process_index=process_index,
       process_count=process_count, train_examples=train_examples)
   return sources.name_unreadable(ds.as_numpy_iterator(), info.tfds_name, info.train_split)
+
+
+# ----------------------------------------------------------------------------- mixing pictures
+
+# Salts of the mixing-picture stream: its own shuffle and crops, apart from the train stream's.
+_MIXING_SHUFFLE_SALT, _MIXING_AUGMENT_SALT = 0x6A09E667, 0x3C6EF372
+# PixMix / IPMix CIFAR references: mixing pictures through Resize(36) + RandomCrop(32).
+MIXING_RESIZE = 36 / 32
+DEFAULT_MIXING_SET = 'fractals'
+
+
+def mixing_transform(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_shape: tuple[int, int, int],
+                     resize: float = MIXING_RESIZE) -> tf.Tensor:
+  """Encoded mixing picture -> uint8 [H, W, C]: resize to `round(resize * (H, W))`, random crop.
+
+  The references' `Resize(36)` + `RandomCrop(32)` at 32x32 (`resize = 36 / 32`); `resize=1`
+  only fits the picture to H x W.
+  """
+  h, w, c = image_shape
+  big_h, big_w = max(h, round(h * resize)), max(w, round(w * resize))
+  image = _fit(_decode(image_bytes, c), big_h, big_w)
+  if (big_h, big_w) != (h, w):
+    image = tf.image.stateless_random_crop(image, [h, w, c], seed=seed)
+  return image
+
+
+def make_mixing_dataset(name: str = DEFAULT_MIXING_SET, *, global_batch_size: int, seed: int,
+                        image_shape: tuple[int, int, int], start_step: int = 0,
+                        data_dir: str | None = None, split: str = 'train',
+                        resize: float = MIXING_RESIZE, process_index: int | None = None,
+                        process_count: int | None = None) -> tf.data.Dataset:
+  """The tf.data pipeline behind `mixing_iterator` (same arguments)."""
+  if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) \
+      or start_step < 0:
+    raise ValueError(f'start_step={start_step!r}: expected an int >= 0.')
+  if len(image_shape) != 3 or any(not isinstance(d, (int, np.integer)) or d < 1
+                                  for d in image_shape):
+    raise ValueError(f'image_shape={image_shape!r}: expected (H, W, C) positive ints.')
+  if isinstance(resize, bool) or not isinstance(resize, (int, float)) or not resize >= 1.0:
+    raise ValueError(f'resize={resize!r}: expected a number >= 1.')
+  index, count = _processes(process_index, process_count)
+  b = _local_batch_size(global_batch_size, count)
+  shuffle_seed = _seed_tensor(seed, _MIXING_SHUFFLE_SALT)
+  augment_seed = tf.random.experimental.stateless_fold_in(
+      _seed_tensor(seed, _MIXING_AUGMENT_SALT), index)
+  source = sources.open_split(name, split, data_dir)
+  lo, hi = process_range(source.num_examples, index, count, drop_remainder=True)
+  if hi == lo:
+    raise ValueError(f'mixing set {name!r} has {source.num_examples} pictures, fewer than '
+                     f'process_count={count}.')
+  shape = tuple(int(d) for d in image_shape)
+
+  def example(k, record):
+    image_bytes, _ = source.parse(record)
+    seed_k = tf.random.experimental.stateless_fold_in(augment_seed, k)
+    return mixing_transform(image_bytes, seed_k, image_shape=shape, resize=float(resize))
+
+  ds = _read_records(_stream_positions(lo, hi - lo, b, start_step, shuffle_seed), source, b)
+  ds = ds.map(example, num_parallel_calls=_AUTOTUNE, deterministic=True)
+  ds = ds.batch(b, drop_remainder=True).prefetch(_AUTOTUNE)
+  return ds.with_options(_options())
+
+
+def mixing_iterator(name: str = DEFAULT_MIXING_SET, *, global_batch_size: int, seed: int,
+                    image_shape: tuple[int, int, int], start_step: int = 0,
+                    data_dir: str | None = None, split: str = 'train',
+                    resize: float = MIXING_RESIZE, process_index: int | None = None,
+                    process_count: int | None = None) -> Iterator[np.ndarray]:
+  """Endless batches of mixing pictures (PixMix / IPMix), one beside each train batch.
+
+  A second stream with the train stream's structure (docs/DESIGN.md#mixing-stream): this
+  process reads its own slice of the set, in epochs reshuffled by `index_shuffle` from its own
+  seed, and crops each picture with a stateless seed of (seed, process, position). Batch t
+  depends only on (seed, t, process): `start_step=t` resumes it exactly, as the train stream,
+  so a resumed run pairs step t's training batch with the same pictures.
+
+  Args:
+    name: the mixing set: `fractals[/<H>x<W>_<count>_seed<s>]` (generated, prepared on first
+      use), another tfds name, or `image_folder:<root>` (e.g. the references' downloaded set).
+    global_batch_size: pictures per step over all processes (the train batch size).
+    seed: the run's seed (salted apart from the train stream's).
+    image_shape: (H, W, C) of the training images; pictures are emitted at that size.
+    start_step: the first batch yielded is batch `start_step` of the uninterrupted sequence.
+    data_dir: tfds data_dir.
+    split: split of the set to read.
+    resize: pictures are resized to `round(resize * (H, W))` and randomly cropped to (H, W)
+      (36 / 32: the references' CIFAR transform).
+    process_index: this process (default jax.process_index()).
+    process_count: number of processes (default jax.process_count()).
+
+  Returns:
+    Iterator of uint8 [b, H, W, C] arrays, b = global_batch_size // process_count.
+  """
+  return make_mixing_dataset(
+      name, global_batch_size=global_batch_size, seed=seed, image_shape=image_shape,
+      start_step=start_step, data_dir=data_dir, split=split, resize=resize,
+      process_index=process_index, process_count=process_count).as_numpy_iterator()
 
 
 def _eval_setup(name, global_batch_size, split, data_dir, image_size, process_index,

@@ -8,8 +8,8 @@ return raw records; decoding and augmentation happen in tf.data (see input_pipel
 Nothing here downloads implicitly. A dataset that is not prepared raises
 `DatasetNotFoundError` naming the files to place and the command that prepares them; only
 the custom builders whose inputs are already on disk (`digits` always: scikit-learn ships
-it; `tiny_imagenet` and `cifar100_corrupted` once their manual files are in place) are
-prepared on first use.
+it; `fractals` always: it is generated; `tiny_imagenet` and `cifar100_corrupted` once their
+manual files are in place) are prepared on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tensorflow_datasets.core import decode as tfds_decode
 from storm_jax import errors
 from storm_jax.data import cifar100_corrupted
 from storm_jax.data import digits
+from storm_jax.data import fractals
 from storm_jax.data import info as info_lib
 from storm_jax.data import tiny_imagenet
 
@@ -37,7 +38,10 @@ _CUSTOM_BUILDERS = {
     'digits': digits.Digits,
     'tiny_imagenet': tiny_imagenet.TinyImagenet,
     'cifar100_corrupted': cifar100_corrupted.Cifar100Corrupted,
+    'fractals': fractals.Fractals,
 }
+# Custom builders that generate their data (nothing to place): prepared on first use.
+_GENERATED = ('digits', 'fractals')
 _IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _IMAGE_FOLDER = 'image_folder:'
 # Image folders (docs/DESIGN.md#image-folders). Optional settings a user writes in the root:
@@ -128,7 +132,7 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
       _convert_to_array_record(b)
     elif not b.is_prepared():
       if not download and _manual_source(tfds_name, manual_dir) is None \
-          and tfds_name != 'digits':
+          and tfds_name.partition('/')[0] not in _GENERATED:
         raise DatasetNotFoundError(missing_message(tfds_name, data_dir))
       logging.info('Preparing %s in %s (ArrayRecord)...', tfds_name, b.data_dir)
       b.download_and_prepare(
@@ -226,7 +230,7 @@ def open_split(tfds_name: str, split: str, data_dir: str | None) -> 'RecordSourc
         f'Run `{_PREPARE_CMD.format(name=tfds_name, data_dir=default_data_dir(data_dir))}` '
         'to add an ArrayRecord copy.')
   if fmt is None:
-    if base == 'digits' or _manual_source(tfds_name, default_manual_dir(data_dir)) is not None:
+    if base in _GENERATED or _manual_source(tfds_name, default_manual_dir(data_dir)) is not None:
       prepare(tfds_name, data_dir=data_dir, download=False)
       b = builder(tfds_name, data_dir)
     else:
@@ -264,7 +268,8 @@ class TfdsSource(RecordSource):
     self.num_examples = len(self._source)
     self._features = b.info.features
     image_key, label_key = b.info.supervised_keys or ('image', 'label')
-    self._keys = (image_key, label_key)
+    # Unlabelled sets (the `fractals` mixing pictures) parse with label 0.
+    self._keys = (image_key, label_key if label_key in self._features else None)
     shape = self._features[image_key].shape
     if shape[0] is not None and shape[1] is not None:
       self.image_hw = (int(shape[0]), int(shape[1]))
@@ -282,6 +287,8 @@ class TfdsSource(RecordSource):
 
   def parse(self, record):
     ex = self._features.deserialize_example(record, decoders=self._decoders)
+    if self._keys[1] is None:
+      return ex[self._keys[0]], tf.constant(0, tf.int32)
     return ex[self._keys[0]], tf.cast(ex[self._keys[1]], tf.int32)
 
 

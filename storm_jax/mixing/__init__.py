@@ -31,3 +31,5 @@ from storm_jax.mixing.storm import storm
 from storm_jax.mixing.switch import mixup_cutmix
 from storm_jax.mixing.comixup import comixup
 from storm_jax.mixing.guided_mixup import guided_mixup
+from storm_jax.mixing.ipmix import ipmix
+from storm_jax.mixing.pixmix import pixmix

@@ -170,6 +170,12 @@ class Mixer:
     needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix).
     multiplicity: how many outputs per input sample (K for multi-mix); `apply`
       returns `multiplicity * B` samples, k-major (`[k * B + b]`).
+    needs_pixels: `apply` takes un-normalised pixel values in [0, 255] (float) and returns
+      the same range, so the trainer mixes before normalising (PIL-style image ops).
+    consistency_weight: weight of the Jensen-Shannon consistency term between the
+      `multiplicity` views (CE on view 0, the clean one, + weight * JS; IPMix: 12).
+    needs_mixing_pictures: `sample` requires `mixing_pictures=[B, H, W, C]` (pixel values in
+      [0, 255], a second input stream: PixMix, IPMix).
   """
 
   name: str
@@ -181,6 +187,9 @@ class Mixer:
   clean_loss_weight: float = 0.0
   needs_saliency: bool = False
   multiplicity: int = 1
+  needs_pixels: bool = False
+  consistency_weight: float = 0.0
+  needs_mixing_pictures: bool = False
 
   def __hash__(self) -> int:
     # `jax.jit(mixer)` hashes the callable; the hparams dict is not hashable itself.
@@ -192,6 +201,9 @@ class Mixer:
     shape = check_shape(shape)
     if self.needs_saliency and kw.get('saliency') is None:
       raise errors.UserError(f'mixer {self.name!r} needs sample(..., saliency=[B, H, W]).')
+    if self.needs_mixing_pictures and kw.get('mixing_pictures') is None:
+      raise errors.UserError(
+          f'mixer {self.name!r} needs sample(..., mixing_pictures=[B, H, W, C]).')
     if self.prob >= 1.0:
       return _user_errors(self.sample_fn, key, shape, **kw)
     key, apply_key = jax.random.split(key)
@@ -233,6 +245,8 @@ class Mixer:
     kw = {}
     if self.needs_saliency:
       kw['saliency'] = jax.ShapeDtypeStruct(shape[:3], jnp.float32)
+    if self.needs_mixing_pictures:
+      kw['mixing_pictures'] = jax.ShapeDtypeStruct(shape, jnp.float32)
 
     def trace(key, x, y, **kw):
       return self.apply(self.sample(key, x.shape, **kw), x, y)

@@ -178,6 +178,9 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
          config.mix.get('off_last_epochs'), 'must be >= 0.')
 
   mixer = build_mixer(config)  # Raises UserError for bad hyper-parameters.
+  errors.check(not mixer.needs_mixing_pictures, 'mix.name', config.mix.name,
+               'mixes with pictures of a second input stream, which the trainer does not feed '
+               'yet; the op is usable from the library (docs/DESIGN.md#mixing-stream).')
   info = dataset_info(config)  # Raises UserError for an unknown dataset.
   h, w, c = info.image_shape
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
