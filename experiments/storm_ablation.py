@@ -76,7 +76,7 @@ TABLES = [
                    title='StoRM ablation: Tiny-ImageNet, PreActResNet-18 (PuzzleMix protocol)',
                    rows=_rows('configs/tinyimagenet_storm.py')),
     tablelib.Table(name='storm_ablation_reduced', seeds=2, baseline='Vanilla',
-                   columns=COLUMNS + (tablelib.Column('nll', 'NLL', False),),
+                   columns=COLUMNS + (tablelib.Column('nll', 'NLL'),),
                    title='StoRM objective and learning rate: reduced Tiny-ImageNet protocol '
                          '(PreActResNet-18 width 16, 20k images, 6 epochs)',
                    note='Not a paper protocol: a CPU-sized comparison of settings.',
