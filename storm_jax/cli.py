@@ -47,7 +47,7 @@ _NOISE = (
 # ----------------------------------------------------------------------------- logs
 
 
-class _LibraryFilter(std_logging.Filter):
+class LibraryFilter(std_logging.Filter):
   """Keeps storm_jax's own INFO records and other libraries' warnings (minus known noise)."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
@@ -72,8 +72,8 @@ def quiet_library_logs(verbose: bool) -> None:
   handler = logging.get_absl_handler()
   # The absl handler sits on the root logger: it also sees the standard-logging records of
   # JAX ('jax._src.xla_bridge' reports the backends it could not start) and tfds.
-  if not any(isinstance(f, _LibraryFilter) for f in handler.filters):
-    handler.addFilter(_LibraryFilter())
+  if not any(isinstance(f, LibraryFilter) for f in handler.filters):
+    handler.addFilter(LibraryFilter())
 
 
 def format_config(config: Any, width: int = 100) -> str:

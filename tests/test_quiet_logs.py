@@ -12,7 +12,7 @@ def _record(path, level, message):
 
 
 def test_library_filter():
-  keep = cli._LibraryFilter().filter  # pylint: disable=protected-access
+  keep = cli.LibraryFilter().filter
   ours = os.path.join(os.path.dirname(cli.__file__), 'train.py')
   theirs = '/venv/site-packages/tensorflow_datasets/core/dataset_info.py'
   assert keep(_record(ours, logging.INFO, 'Eval at step 200'))
