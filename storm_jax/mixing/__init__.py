@@ -28,3 +28,4 @@ from storm_jax.mixing.region_mixup import region_mixup
 from storm_jax.mixing.rmix import input_gradient_saliency, rmix, saliency_mask
 from storm_jax.mixing.storm import storm
 from storm_jax.mixing.switch import mixup_cutmix
+from storm_jax.mixing.puzzlemix import puzzlemix
