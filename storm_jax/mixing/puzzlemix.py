@@ -17,9 +17,10 @@ Per batch: `λ ~ Beta(α, α)`, a pairing `π` and a block count `bn` drawn from
 
 The pairwise term is convex in `t_p - t_q` and the prior convex in `t`, so the problem is
 solved exactly by one s-t minimum cut of `(L-1) bn²` nodes (Ishikawa's construction,
-`solve_exact`, push-relabel in `lax.while_loop`). `solve_icm` is the fast approximation
-(checkerboard coordinate descent); `solver='gco'` calls the reference's α-β swap (the
-optional `gco-wrapper` package) through `jax.pure_callback`.
+`solve_exact`, push-relabel in `lax.while_loop`). `solve_chains` is the fast approximation
+(exact moves on whole rows and columns), `solve_icm` a weaker one (single-block moves);
+`solver='gco'` calls the reference's α-β swap (the optional `gco-wrapper` package) through
+`jax.pure_callback`.
 
 Then each image's blocks are transported (`transport=True`): block `i` moves to where the
 mask shows that image, greedily by `C_ij = t_eps d²(i, j) / (T-1)² - S_i [visible_j]`
@@ -45,7 +46,7 @@ from storm_jax.mixing import base
 from storm_jax.mixing.losses import soft_cross_entropy
 from storm_jax.mixing.saliency import block_pool, normalize_per_image
 
-SOLVERS = ('exact', 'icm', 'gco')
+SOLVERS = ('exact', 'chains', 'icm', 'gco')
 
 
 # --------------------------------------------------------------------------------------
@@ -336,6 +337,64 @@ def solve_icm(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, *, sweeps: int =
   return jax.lax.fori_loop(0, sweeps, sweep, labels)
 
 
+def _best_rows(labels, unary, w_v, w_h):
+  """Each row's exact best labelling given the rows above and below (Viterbi along it)."""
+  n_labels = unary.shape[-1]
+  t_grid = jnp.arange(n_labels, dtype=unary.dtype) / (n_labels - 1)
+  t = labels.astype(unary.dtype) / (n_labels - 1)
+  zero = jnp.zeros_like(t[..., :1, :])
+  local = unary
+  for tn, wn in ((jnp.concatenate([zero, t[..., :-1, :]], -2), jnp.concatenate([zero, w_v], -2)),
+                 (jnp.concatenate([t[..., 1:, :], zero], -2), jnp.concatenate([w_v, zero], -2))):
+    local = local + wn[..., None] * jnp.square(t_grid - tn[..., None])
+  v = jnp.square(t_grid[:, None] - t_grid[None, :])  # [previous label, label]
+  local = jnp.moveaxis(local, -2, 0)  # [gw, ..., gh, L]: scan along the row
+  w_h = jnp.moveaxis(w_h, -1, 0)  # [gw-1, ..., gh]
+
+  def forward(msg, xs):
+    loc, w = xs
+    cand = msg[..., :, None] + w[..., None, None] * v
+    return loc + jnp.min(cand, axis=-2), jnp.argmin(cand, axis=-2).astype(jnp.int32)
+
+  msg, back = jax.lax.scan(forward, local[0], (local[1:], w_h))
+  last = jnp.argmin(msg, axis=-1).astype(jnp.int32)
+
+  def backward(nxt, ptr):
+    prev = jnp.take_along_axis(ptr, nxt[..., None], axis=-1)[..., 0]
+    return prev, prev
+
+  _, prevs = jax.lax.scan(backward, last, back, reverse=True)
+  return jnp.moveaxis(jnp.concatenate([prevs, last[None]], 0), 0, -1)
+
+
+def solve_chains(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, *, sweeps: int = 2
+                 ) -> jax.Array:
+  """Approximate minimiser of `energy` by exact moves on whole rows and columns.
+
+  Block coordinate descent: starting from each block's best label alone, a sweep replaces
+  the even rows, the odd rows, the even columns and the odd columns in turn by their exact
+  best labelling given the rest (dynamic programming along the chain; lines of one parity
+  share no edge, so each move is exact and the energy never rises). Much stronger moves than
+  single-block ICM at a similar cost. Any leading axes.
+  """
+  gh, gw = unary.shape[-3:-1]
+  rows = jnp.asarray(np.arange(gh) % 2)[:, None]
+  cols = jnp.asarray(np.arange(gw) % 2)[None, :]
+  swap = lambda a: jnp.swapaxes(a, -2, -1)
+  unary_t = jnp.swapaxes(unary, -3, -2)
+
+  def sweep(_, labels):
+    for parity in (0, 1):
+      labels = jnp.where(rows == parity, _best_rows(labels, unary, w_v, w_h), labels)
+    for parity in (0, 1):
+      best = swap(_best_rows(swap(labels), unary_t, swap(w_h), swap(w_v)))
+      labels = jnp.where(cols == parity, best, labels)
+    return labels
+
+  labels = jnp.argmin(unary, axis=-1).astype(jnp.int32)
+  return jax.lax.fori_loop(0, sweeps, sweep, labels)
+
+
 # --------------------------------------------------------------------------------------
 # The reference's solver (gco-wrapper, α-β swap) on the host, for parity.
 # --------------------------------------------------------------------------------------
@@ -363,7 +422,7 @@ def _gco_host(unary, w_v, w_h):
     u_int = (large * unary[idx]).astype(np.int32).astype(np.int64) * 100
     if np.abs(u_int).max() >= 2**31:
       raise ValueError('solver="gco": unary too large for int32 even on the integer path.')
-    labels = gco.cut_grid_graph(u_int.reshape(gh * gw, n_labels).astype(np.int32), v_int,
+    labels = gco.cut_grid_graph(u_int.astype(np.int32), v_int,
                                 (large * w_v[idx]).astype(np.int32),
                                 (large * w_h[idx]).astype(np.int32), algorithm='swap')
     out[idx] = np.asarray(labels).reshape(gh, gw)
@@ -450,7 +509,7 @@ def _check_shape(shape, block_nums, neigh_size, t_size):
                        'divisible by min(t_size, block side).')
 
 
-def _mix_grid(params, x, y, *, bn, solver, sweeps, beta, gamma, eta, neigh_size, n_labels,
+def _mix_grid(params, x, y, *, bn, solver, sweeps, exact_chunk, beta, gamma, eta, neigh_size, n_labels,
               transport_on, t_eps, t_size, mean, std):
   """One static block count: `(x_mix, anchor share [B])`."""
   b, h, w, ch = x.shape
@@ -461,8 +520,14 @@ def _mix_grid(params, x, y, *, bn, solver, sweeps, beta, gamma, eta, neigh_size,
   unary, w_v, w_h = energy_terms(params['saliency'], x01, perm, lam, bn, beta=beta,
                                  gamma=gamma, eta=eta, neigh_size=neigh_size,
                                  n_labels=n_labels)
-  if solver == 'exact':
+  if solver == 'exact' and exact_chunk:
+    # One chunk of instances at a time: each loop stops when its own chunk has converged
+    # (4x faster than one batched loop on CPU, where an iteration costs its batch size).
+    labels = jax.lax.map(lambda a: solve_exact(*a), (unary, w_v, w_h), batch_size=exact_chunk)
+  elif solver == 'exact':
     labels = jax.vmap(solve_exact)(unary, w_v, w_h)
+  elif solver == 'chains':
+    labels = solve_chains(unary, w_v, w_h, sweeps=sweeps)
   elif solver == 'icm':
     labels = solve_icm(unary, w_v, w_h, sweeps=sweeps)
   else:
@@ -587,7 +652,7 @@ def _check_number(name, value, low, high=float('inf')):
 def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: float = 0.2,
          neigh_size: int = 4, n_labels: int = 3, block_nums: Sequence[int] = (2, 4, 8, 16),
          transport: bool = True, t_eps: float = 0.8, t_size: int = 4,
-         solver: str = 'exact', icm_sweeps: int = 4, adv_p: float = 0.0,
+         solver: str = 'exact', sweeps: int = 2, exact_chunk: int = 0, adv_p: float = 0.0,
          adv_eps: float = 10.0, clean_lam: float = 0.0, mean: Sequence[float] = (0.0,),
          std: Sequence[float] = (1.0,), pairing: str = 'perm') -> base.Mixer:
   """PuzzleMix mixer; `sample` needs `saliency=[B, H, W]` (docs/DESIGN.md#puzzlemix).
@@ -603,9 +668,12 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
     transport: move each image's salient blocks to where the mask shows them.
     t_eps: distance weight of the transport cost.
     t_size: transport tile side in pixels (-1: the block grid; tiles never larger than a block).
-    solver: 'exact' (min cut, on device), 'icm' (approximate, on device), or 'gco'
-      (reference α-β swap on the host; needs the optional `gco-wrapper`).
-    icm_sweeps: coordinate-descent sweeps of `solver='icm'`.
+    solver: 'exact' (global minimum by one min cut, on device), 'chains' (approximate:
+      exact moves on rows and columns, on device), 'icm' (approximate: single-block moves),
+      or 'gco' (the reference's α-β swap on the host; needs the optional `gco-wrapper`).
+    sweeps: coordinate-descent sweeps of 'chains' and 'icm'.
+    exact_chunk: 0 solves the whole batch in one vmapped loop (accelerators); k > 0 solves
+      k instances at a time with `lax.map` (CPU: 1 is fastest there).
     adv_p, adv_eps: adversarial option: the trainer computes the saliency with
       `adversarial_saliency` and passes its `adv` and `noise` to `sample`.
     clean_lam: weight of the clean term of the reference (its saliency pass's loss is
@@ -622,7 +690,8 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
   base.check_probability('adv_p', adv_p)
   base.check_int('neigh_size', neigh_size)
   base.check_int('n_labels', n_labels, minimum=2)
-  base.check_int('icm_sweeps', icm_sweeps, minimum=0)
+  base.check_int('sweeps', sweeps, minimum=0)
+  base.check_int('exact_chunk', exact_chunk, minimum=0)
   if isinstance(t_size, bool) or not isinstance(t_size, int) or not (t_size == -1 or
                                                                        t_size >= 1):
     raise ValueError(f't_size={t_size!r} must be -1 or an integer >= 1.')
@@ -636,7 +705,7 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
   if not std or any(s <= 0 for s in std) or not mean:
     raise ValueError(f'std={std!r} must be non-empty and > 0, mean={mean!r} non-empty.')
   block_nums = tuple(block_nums)
-  hp = dict(solver=solver, sweeps=icm_sweeps, beta=beta, gamma=gamma, eta=eta,
+  hp = dict(solver=solver, sweeps=sweeps, exact_chunk=exact_chunk, beta=beta, gamma=gamma, eta=eta,
             neigh_size=neigh_size, n_labels=n_labels, transport_on=transport, t_eps=t_eps,
             t_size=t_size, mean=mean, std=std)
   return base.Mixer('puzzlemix', {},
