@@ -83,6 +83,7 @@ METHODS = {
     'dcutmix': ('dcutmix', dict(K=5, alpha=1.0, prob=0.5)),
     'dmixup': ('dmixup', dict(K=3, alpha=1.0)),
     'multimix': ('multimix', dict(base='mixup', K=5, alpha=1.0)),
+    'puzzlemix': ('puzzlemix', dict(alpha=1.0, beta=1.2, gamma=0.5, eta=0.2, neigh_size=4, n_labels=3, transport=True, t_eps=0.8, t_size=4)),
 }
 
 

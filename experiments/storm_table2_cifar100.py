@@ -2,7 +2,7 @@
 
 PreActResNet-18, 1200 epochs (PuzzleMix/Manifold protocol) and WRN-28-10 (IPMix protocol).
 Methods storm_jax does not implement (Manifold, AugMix, PixMix, SaliencyMix, Guided-*,
-PuzzleMix, Co-Mixup, IPMix) are left out.
+Co-Mixup, IPMix) are left out.
 
   python -m experiments.storm_table2_cifar100 commands   # or: run / aggregate
 """
@@ -20,6 +20,7 @@ TABLES = [
             tablelib.Row('Vanilla', f'{PARN}:vanilla', paper={'top1_acc': 76.33, 'top5_acc': 91.02}),
             tablelib.Row('MixUp', f'{PARN}:mixup', paper={'top1_acc': 76.84, 'top5_acc': 92.42}),
             tablelib.Row('CutMix', f'{PARN}:cutmix', paper={'top1_acc': 76.8, 'top5_acc': 91.91}),
+            tablelib.Row('PuzzleMix', f'{PARN}:puzzlemix', paper={'top1_acc': 80.38, 'top5_acc': 94.15}),
             tablelib.Row('StoRM', f'{PARN}:storm', paper={'top1_acc': 82.06, 'top5_acc': 95.55}),
         )),
     tablelib.Table(

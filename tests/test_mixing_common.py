@@ -21,7 +21,7 @@ import pytest
 from storm_jax import mixing
 
 ALL_NAMES = ('none', 'mixup', 'cutmix', 'mixup_cutmix', 'hmix', 'gmix', 'region_mixup', 'storm',
-             'rmix', 'dcutmix', 'dmixup', 'multimix')
+             'rmix', 'dcutmix', 'dmixup', 'multimix', 'puzzlemix')
 
 # (name, hparams) cases: defaults plus the variants that change the code path here
 # (per-example draws, other pairings, k > 2). Other hyper-parameters are covered in each
@@ -44,6 +44,9 @@ _CASES = [
     ('dmixup', {}),
     ('multimix', {}),
     ('multimix', {'base': 'cutmix', 'K': 3}),
+    # Without transport a self-pair is the identity (transport moves blocks within an image).
+    ('puzzlemix', {'solver': 'chains', 'transport': False, 'block_nums': (2, 4),
+                   'neigh_size': 1}),
 ]
 CASES = [c for c in _CASES if c[0] in mixing.names()]
 IDS = [f'{n}-{"-".join(f"{k}={v}" for k, v in h.items()) or "default"}' for n, h in CASES]

@@ -494,7 +494,7 @@ def transport(x: jax.Array, plan: jax.Array, th: int, tw: int) -> jax.Array:
 # --------------------------------------------------------------------------------------
 
 
-def _check_shape(shape, block_nums, neigh_size, t_size):
+def _check_shape(shape, block_nums, neigh_size, t_size, transport_on):
   _, h, w, _ = shape
   for bn in block_nums:
     if h % bn or w % bn:
@@ -504,7 +504,7 @@ def _check_shape(shape, block_nums, neigh_size, t_size):
     if bh % min(neigh_size, bh) or bw % min(neigh_size, bw):
       raise ValueError(f'neigh_size={neigh_size}: the blocks ({bh}x{bw} pixels at bn={bn}) '
                        'must be divisible by min(neigh_size, block side).')
-    if t_size > 0 and (bh % min(t_size, bh) or bw % min(t_size, bw)):
+    if transport_on and t_size > 0 and (bh % min(t_size, bh) or bw % min(t_size, bw)):
       raise ValueError(f't_size={t_size}: the blocks ({bh}x{bw} pixels at bn={bn}) must be '
                        'divisible by min(t_size, block side).')
 
@@ -595,7 +595,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, saliency: jax.Array, alpha: 
 def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
           block_nums: Sequence[int] = (2, 4, 8, 16), **hp) -> tuple[jax.Array, jax.Array]:
   """Mixes a batch with the drawn params; deterministic. `hp`: see `make`."""
-  _check_shape(x.shape, block_nums, hp['neigh_size'], hp['t_size'])
+  _check_shape(x.shape, block_nums, hp['neigh_size'], hp['t_size'], hp['transport_on'])
   x = x.astype(jnp.float32)
   branches = [functools.partial(_mix_grid, bn=bn, **hp) for bn in block_nums]
   if len(branches) == 1:
