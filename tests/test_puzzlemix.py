@@ -285,8 +285,8 @@ def _provenance_batch(b, h, w):
 
 
 @pytest.mark.parametrize('solver,transport,t_size,shape', [
-    pytest.param('exact', True, 4, (6, 16, 16), marks=pytest.mark.slow), ('chains', True, -1, (5, 16, 24)),
-    ('chains', False, 4, (4, 16, 16))])
+    pytest.param('exact', True, 4, (6, 16, 16), marks=pytest.mark.slow),
+    ('chains', True, -1, (5, 16, 24)), ('chains', False, 4, (4, 16, 16))])
 def test_mixer_invariants(solver, transport, t_size, shape):
   b, h, w = shape
   mixer = mixing.get('puzzlemix', solver=solver, transport=transport, t_size=t_size,

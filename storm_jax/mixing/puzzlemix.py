@@ -509,10 +509,10 @@ def _check_shape(shape, block_nums, neigh_size, t_size, transport_on):
                        'divisible by min(t_size, block side).')
 
 
-def _mix_grid(params, x, y, *, bn, solver, sweeps, exact_chunk, beta, gamma, eta, neigh_size, n_labels,
-              transport_on, t_eps, t_size, mean, std):
+def _mix_grid(params, x, y, *, bn, solver, sweeps, exact_chunk, beta, gamma, eta, neigh_size,
+              n_labels, transport_on, t_eps, t_size, mean, std):
   """One static block count: `(x_mix, anchor share [B])`."""
-  b, h, w, ch = x.shape
+  _, h, w, _ = x.shape
   perm, lam = params['perm'], params['lam']
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
@@ -652,8 +652,8 @@ def _check_number(name, value, low, high=float('inf')):
 def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: float = 0.2,
          neigh_size: int = 4, n_labels: int = 3, block_nums: Sequence[int] = (2, 4, 8, 16),
          transport: bool = True, t_eps: float = 0.8, t_size: int = 4,
-         solver: str = 'exact', sweeps: int = 2, exact_chunk: int = 0, adv_p: float = 0.0,
-         adv_eps: float = 10.0, clean_lam: float = 0.0, mean: Sequence[float] = (0.0,),
+         solver: str = 'exact', sweeps: int = 2, exact_chunk: int | None = None,
+         adv_p: float = 0.0, adv_eps: float = 10.0, clean_lam: float = 0.0, mean: Sequence[float] = (0.0,),
          std: Sequence[float] = (1.0,), pairing: str = 'perm') -> base.Mixer:
   """PuzzleMix mixer; `sample` needs `saliency=[B, H, W]` (docs/DESIGN.md#puzzlemix).
 
@@ -672,8 +672,9 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
       exact moves on rows and columns, on device), 'icm' (approximate: single-block moves),
       or 'gco' (the reference's α-β swap on the host; needs the optional `gco-wrapper`).
     sweeps: coordinate-descent sweeps of 'chains' and 'icm'.
-    exact_chunk: 0 solves the whole batch in one vmapped loop (accelerators); k > 0 solves
-      k instances at a time with `lax.map` (CPU: 1 is fastest there).
+    exact_chunk: 0 solves the whole batch in one vmapped loop, k > 0 solves k instances at
+      a time with `lax.map`; None: 1 on the CPU backend (there an iteration costs its batch
+      size and the batch waits for its slowest instance: 4-10x faster), else 0.
     adv_p, adv_eps: adversarial option: the trainer computes the saliency with
       `adversarial_saliency` and passes its `adv` and `noise` to `sample`.
     clean_lam: weight of the clean term of the reference (its saliency pass's loss is
@@ -691,6 +692,8 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
   base.check_int('neigh_size', neigh_size)
   base.check_int('n_labels', n_labels, minimum=2)
   base.check_int('sweeps', sweeps, minimum=0)
+  if exact_chunk is None:
+    exact_chunk = 1 if jax.default_backend() == 'cpu' else 0
   base.check_int('exact_chunk', exact_chunk, minimum=0)
   if isinstance(t_size, bool) or not isinstance(t_size, int) or not (t_size == -1 or
                                                                        t_size >= 1):
@@ -705,9 +708,9 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
   if not std or any(s <= 0 for s in std) or not mean:
     raise ValueError(f'std={std!r} must be non-empty and > 0, mean={mean!r} non-empty.')
   block_nums = tuple(block_nums)
-  hp = dict(solver=solver, sweeps=sweeps, exact_chunk=exact_chunk, beta=beta, gamma=gamma, eta=eta,
-            neigh_size=neigh_size, n_labels=n_labels, transport_on=transport, t_eps=t_eps,
-            t_size=t_size, mean=mean, std=std)
+  hp = dict(solver=solver, sweeps=sweeps, exact_chunk=exact_chunk, beta=beta, gamma=gamma,
+            eta=eta, neigh_size=neigh_size, n_labels=n_labels, transport_on=transport,
+            t_eps=t_eps, t_size=t_size, mean=mean, std=std)
   return base.Mixer('puzzlemix', {},
                     functools.partial(sample, alpha=alpha, block_nums=block_nums,
                                       pairing=pairing),
