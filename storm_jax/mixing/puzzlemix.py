@@ -187,25 +187,25 @@ def _graph(unary: jax.Array, w_v: jax.Array, w_h: jax.Array):
   wn = {(1, 0): jnp.pad(w_v, ((0, 1), (0, 0))), (-1, 0): jnp.pad(w_v, ((1, 0), (0, 0))),
         (0, 1): jnp.pad(w_h, ((0, 0), (0, 1))), (0, -1): jnp.pad(w_h, ((0, 0), (1, 0)))}
   layer = jnp.arange(n_layers)
-  caps = []
+  zeros = jnp.zeros((gh, gw, n_layers), unary.dtype)
+  caps, infinite = [], []
   for di, dj, dk in dirs:
     if (di, dj) == (0, 0):
       # [t > k+1] = 1 forces [t > k] = 1: an infinite edge from layer k+1 down to k.
-      inf = jnp.where((dk == -1) & (layer >= 1), 1.0, 0.0)
-      caps.append(jnp.broadcast_to(inf, (gh, gw, n_layers)) * -1.0)  # marked, set below
+      caps.append(zeros)
+      infinite.append(jnp.broadcast_to((dk == -1) & (layer >= 1), zeros.shape))
       continue
+    infinite.append(jnp.zeros(zeros.shape, bool))
     # (p, k) -> (q, k + dk) costs c h(-dk): h(0) = 1, h(m >= 1) = 2, 0 otherwise; the
     # sum over layer pairs is c (t_p - t_q)² exactly (Ishikawa for a convex quadratic).
     mult = 1.0 if dk == 0 else (2.0 if dk < 0 else 0.0)
     valid = ((layer + dk >= 0) & (layer + dk < n_layers)).astype(unary.dtype)
     caps.append(wn[(di, dj)][..., None] * (c * mult) * valid)
   caps = jnp.stack(caps)
-  finite = jnp.maximum(caps, 0.0)
-  total = jnp.sum(from_source) + jnp.sum(to_sink) + jnp.sum(finite)
+  total = jnp.sum(from_source) + jnp.sum(to_sink) + jnp.sum(caps)
   scale = _CAP_TOTAL / jnp.maximum(total, 1e-30)
   q = lambda v: jnp.round(v * scale).astype(jnp.int32)
-  caps_i = jnp.where(caps < 0, _INF, q(finite))
-  return q(from_source), q(to_sink), caps_i, dirs
+  return q(from_source), q(to_sink), jnp.where(jnp.stack(infinite), _INF, q(caps)), dirs
 
 
 def _min_cut(excess, to_sink, caps, dirs, outer_steps: int):
