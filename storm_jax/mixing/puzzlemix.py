@@ -671,6 +671,8 @@ def make(*, alpha: float = 1.0, beta: float = 1.2, gamma: float = 0.5, eta: floa
     solver: 'exact' (global minimum by one min cut, on device), 'chains' (approximate:
       exact moves on rows and columns, on device), 'icm' (approximate: single-block moves),
       or 'gco' (the reference's α-β swap on the host; needs the optional `gco-wrapper`).
+      'exact' by default: never above the reference's energy (which misses the optimum on up
+      to 69 % of bn = 16 instances); 'chains' is 100x+ cheaper on CPU, within ~0.3 %.
     sweeps: coordinate-descent sweeps of 'chains' and 'icm'.
     exact_chunk: 0 solves the whole batch in one vmapped loop, k > 0 solves k instances at
       a time with `lax.map`; None: 1 on the CPU backend (there an iteration costs its batch
