@@ -250,7 +250,7 @@ def test_gco_energy_is_not_below_exact():
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('t', [2, 4, 8])
+@pytest.mark.parametrize('t', [2, 4, 8, 16])
 def test_transport_plan_matches_reference(t):
   rng = np.random.default_rng(t)
   plan_fn = jax.jit(jax.vmap(lambda m, s: pm.transport_plan(m > 0, s, 0.8)))

@@ -459,15 +459,31 @@ def transport_plan(visible: jax.Array, sal: jax.Array, t_eps: float) -> jax.Arra
   cost = (t_eps * jnp.asarray(dist, jnp.float32) -
           sal.reshape(n, 1) * visible.reshape(1, n).astype(jnp.float32))
 
-  def step(_, state):
-    cost, _ = state
-    pick = jax.nn.one_hot(jnp.argmin(cost, axis=1), n, dtype=cost.dtype)
-    winner = jnp.argmin(pick * cost, axis=0)
-    win = jax.nn.one_hot(winner, n, axis=0, dtype=cost.dtype) * pick
-    return cost + (pick - win), win
+  rows = jnp.arange(n)
+  seg_min = functools.partial(jax.ops.segment_min, num_segments=n)
 
-  _, win = jax.lax.fori_loop(0, max(th, tw), step, (cost, jnp.zeros_like(cost)))
-  return win
+  def step(_, state):
+    cost, _, _ = state
+    pick = jnp.argmin(cost, axis=1)
+    val = cost[rows, pick]
+    # The reference's column argmin of `plan * cost`, in O(n): the pickers' costs, and the
+    # zeros of the non-pickers when there are any (first index wins ties).
+    colmin = seg_min(val, pick)
+    has_zero = jax.ops.segment_sum(jnp.ones_like(pick), pick, num_segments=n) < n
+    colmin = jnp.where(has_zero, jnp.minimum(colmin, 0.0), colmin)
+    first_picker = seg_min(jnp.where(val == colmin[pick], rows, n), pick)
+    # The first non-picker of column j is row 0, except for j = pick[0]: the rows after the
+    # leading run of rows that all picked it.
+    lead = jnp.sum(jnp.cumprod(pick == pick[0]))
+    first_zero = jnp.where(rows == pick[0], lead, 0)
+    lost = has_zero & (colmin == 0) & (first_zero < first_picker)
+    winner = jnp.where(lost, n, first_picker)
+    wins = winner[pick] == rows
+    return cost.at[rows, pick].add(jnp.where(wins, 0.0, 1.0)), pick, wins
+
+  init = (cost, jnp.zeros(n, jnp.int32), jnp.zeros(n, bool))
+  _, pick, wins = jax.lax.fori_loop(0, max(th, tw), step, init)
+  return jax.nn.one_hot(pick, n, dtype=jnp.float32) * wins[:, None]
 
 
 def _to_tiles(x: jax.Array, th: int, tw: int) -> jax.Array:
