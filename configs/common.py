@@ -100,6 +100,8 @@ METHODS = {
     'pixmix': ('pixmix', dict(k=4, beta=3.0, severity=3.0, all_ops=True)),
     'ipmix': ('ipmix', dict(width=3, max_steps=3, patch_sizes=(4, 8, 16, 32), beta=3.0,
                             severity=3.0, jsd=True, jsd_weight=12.0)),
+    'puzzlemix': ('puzzlemix', dict(alpha=1.0, beta=1.2, gamma=0.5, eta=0.2, neigh_size=4,
+                                    n_labels=3, transport=True, t_eps=0.8, t_size=4)),
 }
 # Methods that mix with pictures of a second input stream, and the set they use by default.
 MIXING_SET_METHODS = {'pixmix': 'fractals', 'ipmix': 'fractals'}

@@ -19,9 +19,11 @@ CONFIG = 'configs/cifar100_comixup.py'
 ACC = (tablelib.Column('top1_acc', 'top-1 %'),)
 PAPER = {  # PreActResNet-18, PreActResNet-34.
     'vanilla': (76.73, 77.68), 'mixup': (77.21, 79.02), 'cutmix': (78.66, 80.05),
-    'mixup_cutmix': (79.25, 81.05), 'hmix': (79.25, 81.07), 'gmix': (79.17, 80.52)}
+    'mixup_cutmix': (79.25, 81.05), 'hmix': (79.25, 81.07), 'gmix': (79.17, 80.52),
+    'puzzlemix': (79.38, 80.89)}
 LABELS = {'vanilla': 'Vanilla', 'mixup': 'Mixup', 'cutmix': 'CutMix',
-          'mixup_cutmix': 'Stochastic Mixup & CutMix', 'hmix': 'HMix', 'gmix': 'GMix'}
+          'mixup_cutmix': 'Stochastic Mixup & CutMix', 'hmix': 'HMix', 'gmix': 'GMix',
+          'puzzlemix': 'PuzzleMix'}
 # CutMix on CIFAR in this table is applied to every batch (prob 1), unlike CutMix-PyTorch.
 OVERRIDES = {'cutmix': {'mix.hparams.prob': 1.0}}
 

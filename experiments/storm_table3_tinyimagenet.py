@@ -30,6 +30,7 @@ TABLES = [tablelib.Table(
         _row('Vanilla', 'vanilla', 57.23, 73.65, 90.60),
         _row('MixUp', 'mixup', 56.99, 73.02, 89.85),
         _row('CutMix', 'cutmix', 56.67, 73.59, 87.10),
+        _row('PuzzleMix', 'puzzlemix', 63.48, 75.52, 89.87),
         _row('HMix', 'hmix'),
         _row('GMix', 'gmix'),
         _row('Region Mixup', 'region_mixup'),

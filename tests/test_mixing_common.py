@@ -22,7 +22,7 @@ from storm_jax import mixing
 
 ALL_NAMES = ('none', 'mixup', 'cutmix', 'mixup_cutmix', 'hmix', 'gmix', 'region_mixup', 'storm',
              'rmix', 'dcutmix', 'dmixup', 'multimix', 'comixup', 'guided_mixup', 'pixmix',
-             'ipmix')
+             'ipmix', 'puzzlemix')
 # pixmix / ipmix (pixel-space, label-preserving, with mixing pictures) have no CASES here:
 # identity images are not pixel values; their properties are tested in test_pixmix.py.
 
@@ -47,6 +47,9 @@ _CASES = [
     ('dmixup', {}),
     ('multimix', {}),
     ('multimix', {'base': 'cutmix', 'K': 3}),
+    # Without transport a self-pair is the identity (transport moves blocks within an image).
+    ('puzzlemix', {'solver': 'chains', 'transport': False, 'block_nums': (2, 4),
+                   'neigh_size': 1}),
 ]
 CASES = [c for c in _CASES if c[0] in mixing.names()]
 IDS = [f'{n}-{"-".join(f"{k}={v}" for k, v in h.items()) or "default"}' for n, h in CASES]

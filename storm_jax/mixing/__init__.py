@@ -33,3 +33,4 @@ from storm_jax.mixing.comixup import comixup
 from storm_jax.mixing.guided_mixup import guided_mixup
 from storm_jax.mixing.ipmix import ipmix
 from storm_jax.mixing.pixmix import pixmix
+from storm_jax.mixing.puzzlemix import puzzlemix
