@@ -11,15 +11,17 @@ from storm_jax.mixing import base
 
 
 def _params(mixer, key, shape):
-  skey, key = jax.random.split(key)
+  skey, pkey, key = jax.random.split(key, 3)
   kw = {'saliency': jax.random.uniform(skey, shape[:3])} if mixer.needs_saliency else {}
+  if mixer.needs_mixing_pictures:
+    kw['mixing_pictures'] = jax.random.uniform(pkey, shape, maxval=255.0)
   return mixer.sample(key, shape, **kw)
 
 
 @pytest.mark.parametrize('name', mixing.names())
 def test_uint8_is_the_rounded_float_result_with_exact_labels(name):
   """uint8 in -> uint8 out == round(float result), labels bitwise equal to the float path."""
-  b, h, w, c, n = 6, 8, 8, 3, 5
+  b, h, w, c, n = 6, 32, 32, 3, 5  # 32: PuzzleMix's 16-block grid, IPMix's 32-px patches
   kx, ky, kp = jax.random.split(jax.random.key(0), 3)
   x8 = jax.random.randint(kx, (b, h, w, c), 0, 256, jnp.int32).astype(jnp.uint8)
   y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, n), n)
