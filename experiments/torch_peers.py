@@ -20,8 +20,8 @@ the OS, as a training loop's caching allocator behaves (fresh 38 MB outputs othe
 page faults on every call); `bench_mixing.py --warm-alloc` uses the same settings.
 
 `step` times one SGD step (forward, backward, update; cross-entropy on soft labels) of
-PreActResNet-18 (the stride-2 'tiny' stem for 64x64 images, as `storm_jax.models`) or
-torchvision's / timm's ResNet-50, channels_last, float32 or bfloat16 autocast, on a fixed
+PreActResNet-18 (`--stem tiny`: the stride-2 first conv of `storm_jax.models`' Tiny-ImageNet
+model) or torchvision's / timm's ResNet-18 / ResNet-50, channels_last, float32 or bfloat16 autocast, on a fixed
 synthetic batch: images/s over `--steps` steps after `--warmup` steps.
 """
 
@@ -180,17 +180,20 @@ def preact_resnet18(torch, num_classes: int, stem_stride: int, width: int = 64):
   return nn.Sequential(*layers)
 
 
-def build_model(torch, name: str, num_classes: int, image_size: int, width: int):
+MODELS = ('preactresnet18', 'resnet18', 'resnet50')
+
+
+def build_model(torch, name: str, num_classes: int, stem: str, width: int):
   if name == 'preactresnet18':
-    return preact_resnet18(torch, num_classes, 2 if image_size == 64 else 1, width)
-  if name == 'resnet50':
+    return preact_resnet18(torch, num_classes, 2 if stem == 'tiny' else 1, width)
+  if name in ('resnet18', 'resnet50'):  # torchvision's, else timm's (the same network)
     try:
       import torchvision  # pylint: disable=g-import-not-at-top
-      return torchvision.models.resnet50(num_classes=num_classes)
+      return getattr(torchvision.models, name)(num_classes=num_classes)
     except ImportError:
       import timm  # pylint: disable=g-import-not-at-top
-      return timm.create_model('resnet50', num_classes=num_classes)
-  raise ValueError(f'--model={name!r} is not one of (preactresnet18, resnet50).')
+      return timm.create_model(name, num_classes=num_classes)
+  raise ValueError(f'--model={name!r} is not one of {MODELS}.')
 
 
 def run_step(args) -> None:
@@ -200,7 +203,7 @@ def run_step(args) -> None:
   if dev.type == 'cpu' and args.threads:
     torch.set_num_threads(args.threads)
   torch.backends.cudnn.benchmark = True
-  model = build_model(torch, args.model, args.num_classes, args.image_size, args.width)
+  model = build_model(torch, args.model, args.num_classes, args.stem, args.width)
   model = model.to(dev).to(memory_format=torch.channels_last)
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
   gen = torch.Generator().manual_seed(0)
@@ -235,7 +238,9 @@ def main(argv=None) -> None:
   mix.add_argument('--only', default='', help='comma-separated peer names')
   mix.add_argument('--num-classes', type=int, default=100)
   step = sub.add_parser('step')
-  step.add_argument('--model', default='preactresnet18')
+  step.add_argument('--model', default='preactresnet18', choices=MODELS)
+  step.add_argument('--stem', default='tiny', choices=('tiny', 'cifar'),
+                    help="PreActResNet-18's first conv: stride 2 ('tiny', 64x64) or 1")
   step.add_argument('--batch-size', type=int, default=100)
   step.add_argument('--image-size', type=int, default=64)
   step.add_argument('--num-classes', type=int, default=200)
