@@ -126,12 +126,13 @@ def peer_of(spec: str) -> tuple[str, int | None] | None:
   return None
 
 
-def run_peers(python: str, sizes: str, repeats: int, warm_alloc: bool) -> list[dict]:
+def run_peers(python: str, sizes: str, repeats: int, warm_alloc: bool,
+              threads: int = 0) -> list[dict]:
   """`torch_peers.py mixing` in `python` (a torch interpreter): its JSON records."""
   script = pathlib.Path(__file__).resolve().parent / 'torch_peers.py'
   device = 'cpu' if jax.default_backend() == 'cpu' else 'cuda'
   cmd = [python, str(script), 'mixing', '--sizes', sizes, '--repeats', str(repeats),
-         '--device', device] + (['--warm-alloc'] if warm_alloc else [])
+         '--device', device, '--threads', str(threads)] + (['--warm-alloc'] if warm_alloc else [])
   out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
   return [json.loads(line) for line in out.splitlines() if line.startswith('{')]
 
@@ -189,6 +190,8 @@ def main(argv=None) -> None:
                       help='glibc never returns freed memory to the OS (both sides)')
   parser.add_argument('--peer-python', default=None,
                       help='a Python with torch (and timm): run torch_peers.py first')
+  parser.add_argument('--peer-threads', type=int, default=0,
+                      help="the peer's CPU threads (0: torch's default)")
   args = parser.parse_args(argv)
   if args.ops and args.methods:
     raise ValueError(f'--ops={args.ops} and --methods={args.methods} are exclusive.')
@@ -212,7 +215,8 @@ def main(argv=None) -> None:
 
   peers = []
   if args.peer_python:
-    peers = run_peers(args.peer_python, args.sizes, args.repeats, args.warm_alloc)
+    peers = run_peers(args.peer_python, args.sizes, args.repeats, args.warm_alloc,
+                      args.peer_threads)
     for record in peers:
       emit(record)
   emit({'header': True, 'jax': jax.__version__, 'alloc': torch_peers.alloc_mode(), 'devices': [str(d) for d in jax.devices()],
