@@ -73,8 +73,8 @@ def ops(plan: dict, torch_py: str | None) -> None:
   for size in plan['mix_sizes'].split(','):
     shape = tuple(int(d) for d in size.split('x'))
     refs = bench_mixing.references(shape, plan['mix_repeats'])
-    print(f'{size}: memcpy {refs["memcpy_gbps"]:.1f} GB/s, jitted x+1 '
-          f'{refs["xla_stream_gbps"]:.1f} GB/s', flush=True)
+    print(f'{size}: memcpy {refs["memcpy_gbps"]:.2f} GB/s, jitted x+1 '
+          f'{refs["xla_stream_gbps"]:.2f} GB/s', flush=True)
     for spec in bench_mixing.default_methods():
       rows.append(bench_mixing.bench_method(spec, shape, plan['mix_repeats'], refs))
   bench_mixing.print_table(rows, peers, file=sys.stdout)
