@@ -24,7 +24,7 @@ def test_gpu_check_smoke():
   cmd = ['bash', str(ROOT / 'experiments' / 'gpu_check.sh'), '--smoke']
   if torch_python:
     cmd += ['--torch-python', torch_python]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
   out = proc.stdout
   assert proc.returncode == 0, proc.stderr[-3000:]
   for part in ('(a) every op', '(c) train steps', '(d) StoRM (k=2) step overhead',
