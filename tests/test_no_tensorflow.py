@@ -19,6 +19,7 @@ TF_FREE = (
     'storm_jax.models',
     'experiments.bench_mixing',
     'experiments.torch_peers',
+    'experiments.gpu_check',
 )
 
 _PROGRAM = textwrap.dedent('''
