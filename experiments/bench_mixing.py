@@ -15,8 +15,19 @@ Two references are measured in the same run, on an array of the same size:
     arrays) exactly as every mixer call does.
 Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument, PixMix /
 IPMix a random batch of mixing pictures (and pixel values in [0, 255] as images).
+On an accelerator, `memcpy_gbps` is the jitted `x + 1.0` (the device's streaming rate).
+
+Side by side with PyTorch (`--peer-python`: an interpreter with torch, and timm for its
+Mixup/CutMix; the project never needs either): `experiments/torch_peers.py mixing` runs
+first, in the same command, on the same shapes and device, and the table gets the peer's
+time and `peer/ours` (> 1: storm_jax is faster) for StoRM (its per-tile loop at the same k;
+Region Mixup: k=2), Mixup and CutMix (timm). `--warm-alloc` runs both under glibc settings
+that never return freed memory to the OS (a training loop's caching allocator; on CPU a
+fresh 38 MB output otherwise costs page faults on every call).
 
   python -m experiments.bench_mixing                                 # everything
+  python -m experiments.bench_mixing --ops=all --sizes 64x224x224x3 --warm-alloc \
+      --peer-python /path/to/torch-venv/bin/python                   # the README table
   python -m experiments.bench_mixing --methods storm:k=2,storm:k=3,storm:k=4,region_mixup \
       --sizes 128x32x32x3,100x64x64x3,64x224x224x3 --repeats 20 --out /tmp/bench.jsonl
 
@@ -33,6 +44,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -43,6 +55,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # `python experiments/x.py`
 
 from storm_jax import mixing  # pylint: disable=wrong-import-position
+
+from experiments import torch_peers  # pylint: disable=wrong-import-position
 
 DEFAULT_SIZES = '128x32x32x3,100x64x64x3,64x224x224x3'
 NUM_CLASSES = 100
@@ -85,15 +99,42 @@ def timings(fn, repeats: int) -> tuple[float, float]:
 
 
 def references(shape, repeats: int) -> dict:
-  x = np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float32))
-  dst = np.empty_like(x)
-  memcpy, _ = timings(lambda i: np.copyto(dst, x), repeats)
+  xj = jax.random.normal(jax.random.key(0), shape, jnp.float32)
   stream = jax.jit(lambda v: v + 1.0)
-  xj = jnp.asarray(x)
   stream(xj).block_until_ready()
   xla, _ = timings(lambda i: stream(xj).block_until_ready(), repeats)
-  return {'memcpy_gbps': 2 * x.nbytes / memcpy / 1e9,
-          'xla_stream_gbps': 2 * x.nbytes / xla / 1e9}
+  nbytes = xj.size * 4
+  if jax.default_backend() == 'cpu':
+    x = np.asarray(xj)
+    dst = np.empty_like(x)
+    memcpy, _ = timings(lambda i: np.copyto(dst, x), repeats)
+  else:  # the device's own streaming rate
+    memcpy = xla
+  return {'memcpy_gbps': 2 * nbytes / memcpy / 1e9,
+          'xla_stream_gbps': 2 * nbytes / xla / 1e9}
+
+
+# Which PyTorch peer (experiments/torch_peers.py) each method is compared with.
+def peer_of(spec: str) -> tuple[str, int | None] | None:
+  name, hparams = parse_method(spec)
+  if name == 'storm':
+    return 'storm_tileloop', hparams.get('k', 2)
+  if name == 'region_mixup':
+    return 'storm_tileloop', hparams.get('k', 2)  # the same op on a fixed grid
+  if name in ('mixup', 'cutmix') and not hparams:
+    return f'timm_{name}', None
+  return None
+
+
+def run_peers(python: str, sizes: str, repeats: int, warm_alloc: bool,
+              threads: int = 0) -> list[dict]:
+  """`torch_peers.py mixing` in `python` (a torch interpreter): its JSON records."""
+  script = pathlib.Path(__file__).resolve().parent / 'torch_peers.py'
+  device = 'cpu' if jax.default_backend() == 'cpu' else 'cuda'
+  cmd = [python, str(script), 'mixing', '--sizes', sizes, '--repeats', str(repeats),
+         '--device', device, '--threads', str(threads)] + (['--warm-alloc'] if warm_alloc else [])
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return [json.loads(line) for line in out.splitlines() if line.startswith('{')]
 
 
 def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
@@ -147,7 +188,19 @@ def main(argv=None) -> None:
   parser.add_argument('--sizes', default=DEFAULT_SIZES, help='comma-separated BxHxWxC')
   parser.add_argument('--repeats', type=int, default=20, help='timed calls per case')
   parser.add_argument('--out', default=None, help='also append the JSON lines to this file')
+  parser.add_argument('--ops', default=None, choices=('all',),
+                      help="'all': every registered method (as no --methods)")
+  parser.add_argument('--warm-alloc', action='store_true',
+                      help='glibc never returns freed memory to the OS (both sides)')
+  parser.add_argument('--peer-python', default=None,
+                      help='a Python with torch (and timm): run torch_peers.py first')
+  parser.add_argument('--peer-threads', type=int, default=0,
+                      help="the peer's CPU threads (0: torch's default)")
   args = parser.parse_args(argv)
+  if args.ops and args.methods:
+    raise ValueError(f'--ops={args.ops} and --methods={args.methods} are exclusive.')
+  if args.warm_alloc:
+    torch_peers.warm_alloc_exec(sys.argv, module='experiments.bench_mixing')
   if args.repeats < 1:
     raise ValueError(f'--repeats={args.repeats} must be >= 1.')
   methods = args.methods.split(',') if args.methods else default_methods()
@@ -164,7 +217,13 @@ def main(argv=None) -> None:
       out.write(line + '\n')
       out.flush()
 
-  emit({'header': True, 'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+  peers = []
+  if args.peer_python:
+    peers = run_peers(args.peer_python, args.sizes, args.repeats, args.warm_alloc,
+                      args.peer_threads)
+    for record in peers:
+      emit(record)
+  emit({'header': True, 'jax': jax.__version__, 'alloc': torch_peers.alloc_mode(), 'devices': [str(d) for d in jax.devices()],
         'cpu_count': os.cpu_count(), 'loadavg_1m': round(os.getloadavg()[0], 2),
         'machine': platform.processor() or platform.machine(), 'repeats': args.repeats,
         'memcpy': 'numpy.copyto into a preallocated array, 2*nbytes per call',
@@ -182,15 +241,33 @@ def main(argv=None) -> None:
   if out:
     out.close()
 
+  print_table(rows, peers, file=sys.stderr)
+
+
+def print_table(rows: list[dict], peers: list[dict], file) -> None:
+  """The table: ours (median, min, GB/s, /memcpy) and, with peers, PyTorch's times and
+  `peer/ours` at the median and at the minimum (> 1: storm_jax is faster)."""
+  peer_ms = {(p['peer'], p['k'], p['shape']): p for p in peers if 'peer' in p and 'ms' in p}
   print(f'\n{"method":28s} {"shape":15s} {"ms":>9s} {"min ms":>9s} {"GB/s":>7s} {"/memcpy":>8s} '
-        f'{"/xla x+1":>9s}', file=sys.stderr)
+        f'{"/xla x+1":>9s}' + (f' {"peer":>18s} {"peer ms":>9s} {"min ms":>9s} {"peer/ours":>9s} '
+                               f'{"at min":>7s}' if peers else ''), file=file)
+  for p in peers:
+    if p.get('peer') == 'memcpy':
+      print(f'{"(torch memcpy)":28s} {p["shape"]:15s} {p["ms"]:9.3f} {p["min_ms"]:9.3f} '
+            f'{p["gbps"]:7.2f}', file=file)
   for r in rows:
     if 'skipped' in r:
-      print(f'{r["method"]:28s} {r["shape"]:15s} skipped: {r["skipped"][:60]}', file=sys.stderr)
-    else:
-      print(f'{r["method"]:28s} {r["shape"]:15s} {r["ms"]:9.3f} {r["min_ms"]:9.3f} '
-            f'{r["gbps"]:7.2f} {r["ratio_memcpy"]:8.2f} {r["ratio_xla_stream"]:9.2f}',
-            file=sys.stderr)
+      print(f'{r["method"]:28s} {r["shape"]:15s} skipped: {r["skipped"][:60]}', file=file)
+      continue
+    line = (f'{r["method"]:28s} {r["shape"]:15s} {r["ms"]:9.3f} {r["min_ms"]:9.3f} '
+            f'{r["gbps"]:7.2f} {r["ratio_memcpy"]:8.2f} {r["ratio_xla_stream"]:9.2f}')
+    peer = peer_of(r['method'])
+    if peers and peer and (peer + (r['shape'],)) in peer_ms:
+      p = peer_ms[peer + (r['shape'],)]
+      label = peer[0] + (f':k={peer[1]}' if peer[1] else '')
+      line += (f' {label:>18s} {p["ms"]:9.3f} {p["min_ms"]:9.3f} {p["ms"] / r["ms"]:9.2f} '
+               f'{p["min_ms"] / r["min_ms"]:7.2f}')
+    print(line, file=file)
 
 
 if __name__ == '__main__':

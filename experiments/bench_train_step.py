@@ -2,6 +2,7 @@ r"""Images/s of the full train step per method, and the mixing overhead vs vanil
 
   python experiments/bench_train_step.py                      # Tiny-ImageNet PreActResNet-18
   python experiments/bench_train_step.py --methods=vanilla,storm_k2 --steps=5
+  python experiments/bench_train_step.py --config=imagenet --dtype=bfloat16 --batch_size=128
 
 The step is the real `train.train_step` (normalisation, mixing, the method's objective,
 the SGD update) on the `configs/tinyimagenet_*.py` model and batch, fed with a fixed
@@ -25,6 +26,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from configs import imagenet_resnet50  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import tinyimagenet  # pylint: disable=g-import-not-at-top,wrong-import-position
 from storm_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from storm_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -43,6 +45,8 @@ METHODS = {
     'guided_sr': ('guided_mixup', dict(saliency='sr', prob=1.0)),
     'guided_ap': ('guided_mixup', dict(saliency='ap', prob=1.0)),
 }
+# Model and batch of each --config: Tiny-ImageNet PreActResNet-18, ImageNet ResNet-50.
+CONFIGS = ('tinyimagenet', 'imagenet')
 
 _METHODS = flags.DEFINE_list('methods', 'vanilla,mixup,cutmix,storm_k2,storm_k4',
                              f'Comma-separated, from {sorted(METHODS)}.')
@@ -51,14 +55,43 @@ _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after compila
 _BATCH = flags.DEFINE_integer('batch_size', 100, 'Global batch size.')
 _WIDTH = flags.DEFINE_integer('width', 0, 'Model width override (0 = the paper model).')
 _OUT = flags.DEFINE_string('out', '', 'Optional JSON output path.')
+_CONFIG = flags.DEFINE_enum('config', 'tinyimagenet', CONFIGS, 'Model and image size.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ('float32', 'bfloat16'),
+                           "The model's compute dtype (its `dtype` kwarg).")
+_SINGLE_PASS = flags.DEFINE_bool('single_pass', False,
+                                 'config.mix.single_pass: clean + mixed in one pass.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, 'Image size override (0 = the dataset).')
 
 
-def bench(method: str, batch_size: int, steps: int, width: int) -> dict[str, float]:
+def make_config(method: str, *, config: str = 'tinyimagenet', batch_size: int = 100,
+                width: int = 0, dtype: str = 'float32', single_pass: bool = False,
+                image_size: int = 0, model: str = ''):
+  """The `--config` experiment config with `method`'s mixer and the overrides."""
   name, hparams = METHODS[method]
-  config = tinyimagenet.get_config(name, dict(hparams))
-  config.batch_size = batch_size
+  if config == 'tinyimagenet':
+    cfg = tinyimagenet.get_config(name, dict(hparams))
+  elif config == 'imagenet':
+    cfg = imagenet_resnet50.get_config()
+    cfg.mix.name, cfg.mix.hparams = name, dict(hparams)
+  else:
+    raise ValueError(f'config={config!r} is not one of {CONFIGS}.')
+  cfg.batch_size = batch_size
+  if model:
+    cfg.model.name = model
   if width:
-    config.model.kwargs.width = width
+    cfg.model.kwargs.width = width
+  if dtype != 'float32':
+    cfg.model.kwargs.dtype = dtype
+  cfg.mix.single_pass = single_pass
+  if image_size:
+    cfg.dataset.image_size = image_size
+  return cfg
+
+
+def bench(method: str, batch_size: int, steps: int, width: int,
+          **overrides) -> dict[str, float]:
+  """Steady-state step time of `method` (`overrides`: `make_config`'s keywords)."""
+  config = make_config(method, batch_size=batch_size, width=width, **overrides)
   train.validate_config(config)
   info = train.dataset_info(config)
   mesh = train.make_mesh()
@@ -82,9 +115,12 @@ def main(argv):
   del argv
   results = {}
   print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}; batch '
-        f'{_BATCH.value}; {_STEPS.value} timed steps', flush=True)
+        f'{_BATCH.value}; {_STEPS.value} timed steps; {_CONFIG.value} {_DTYPE.value}'
+        f'{" single_pass" if _SINGLE_PASS.value else ""}', flush=True)
   for method in _METHODS.value:
-    results[method] = bench(method, _BATCH.value, _STEPS.value, _WIDTH.value)
+    results[method] = bench(method, _BATCH.value, _STEPS.value, _WIDTH.value,
+                            config=_CONFIG.value, dtype=_DTYPE.value,
+                            single_pass=_SINGLE_PASS.value, image_size=_IMAGE_SIZE.value)
     print(f'{method:14s} {results[method]["images_per_s"]:9.1f} img/s  '
           f'step {results[method]["step_s"] * 1e3:8.1f} ms  compile '
           f'{results[method]["compile_s"]:6.1f} s', flush=True)

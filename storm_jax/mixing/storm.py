@@ -164,20 +164,37 @@ def _per_tile(table: jax.Array, tiles: jax.Array) -> jax.Array:
   return jnp.take_along_axis(table, tiles, axis=1)
 
 
+def _value_bands(points: jax.Array, width: int, channels: int) -> jax.Array:
+  """Column band of every value of a flattened `[W*C]` image row: `int32 [1 or B, W*C]`.
+
+  Same bands as `band_ids(points, width)` repeated C times, but computed by comparing the
+  flat position with `C * ceil(p)`: inside the fused mixing loop this costs a compare per
+  value, where `jnp.repeat` (a division per value) made the whole op 3x slower on CPU.
+  """
+  points = jnp.asarray(points, jnp.float32)
+  if points.ndim == 1:
+    points = points[None]
+  edges = jnp.clip(jnp.ceil(points), 0, width).astype(jnp.int32) * channels
+  pos = jnp.arange(width * channels, dtype=jnp.int32)
+  return jnp.sum(pos[None, :, None] >= edges[:, None, :], axis=-1, dtype=jnp.int32)
+
+
 def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mixes `x: [B, H, W, C]` and `y: [B, N]` with `params` from `sample` (float32 out).
 
-  Implementation (SPECS §0.6, §7): no permuted copy of the batch is ever built. Inside a
-  row band, tile `(i, j)` of output row `(b, h)` is a contiguous segment of source row
-  `(perms[i*k + j, b], h)`. For each of the k column bands we therefore gather whole rows
-  of `x` viewed as `[B*H, W, C]` (contiguous, vectorised loads) and keep each pixel from the
-  band it lies in. XLA fuses the k row gathers, the per-pixel band select and the
-  interpolation into one loop over the output, so memory does not grow with k (the only
-  buffers are the output and `[B, H]`-sized tables; tested). The price is k candidate
-  loads per output value instead of one; a per-pixel source-index gather (SPECS recipe:
-  one load) computes the same numbers but measured 1.3-2x slower on CPU for k = 2..4,
-  because XLA:CPU does not vectorise a gather of C-element pixels.
+  Implementation (docs/DESIGN.md#storm-apply): no permuted copy of the batch is ever built.
+  The batch is viewed as rows `[B*H, W*C]`. Inside a row band, tile `(i, j)` of output row
+  `(b, h)` is a contiguous segment of source row `(perms[i*k + j, b], h)`. For each of the k
+  column bands we gather whole source rows (a contiguous load per row; the row index is
+  computed once per row) and keep each value from the band it lies in. XLA fuses the k row
+  gathers, the per-value band select and the interpolation into one loop over the output,
+  so memory does not grow with k (the only buffers are the output and `[B, H]`-sized
+  tables; tested). Measured on CPU (64x224x224x3, k=2): as fast as Mixup's whole-image
+  gather. What mattered: the flat `[B, H, W*C]` row view (the same program on
+  `[B, H, W, C]` recomputed the per-row tables for every pixel: 5x slower), and band ids
+  from a compare per value (`_value_bands`). A per-value source-index gather (one load
+  per value instead of k) measured 3-4x slower: XLA:CPU does not vectorise it.
 
   Args:
     params: `{'lam', 'perms', 'points_h', 'points_w'}` as drawn by `sample` (the module
@@ -200,24 +217,25 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
     raise ValueError(f"params['perms'].shape={perms.shape} must be [k*k, B={batch}].")
   lam = jnp.asarray(params['lam'], jnp.float32).reshape((-1, num_tiles))  # [1 or B, T]
   rows = band_ids(params['points_h'], height)  # [1 or B, H]: row band j of each row
-  cols = band_ids(params['points_w'], width)  # [1 or B, W]: column band i of each column
+  cols = _value_bands(params['points_w'], width, channels)  # [1 or B, W*C]: column band i
 
-  x_rows = x.reshape(batch * height, width, channels)
+  x_rows = x.reshape(batch * height, width * channels)
   row_pos = jnp.arange(height, dtype=jnp.int32)
   donor_of = perms.T  # [B, T]
   lam_map = donor = None
   for i in range(k):
     tiles = i * k + rows  # [1 or B, H]: tile of each row within column band i
     src_row = _per_tile(donor_of, tiles) * height + row_pos  # [B, H] rows of x_rows
-    band_donor = x_rows[src_row]  # [B, H, W, C]; fused into the consumer, never stored
-    band_lam = _per_tile(lam, tiles)[:, :, None, None]  # [1 or B, H, 1, 1]
+    band_donor = x_rows[src_row]  # [B, H, W*C]; fused into the consumer, never stored
+    band_lam = _per_tile(lam, tiles)[:, :, None]  # [1 or B, H, 1]
     if i == 0:
       donor, lam_map = band_donor, band_lam
     else:
-      in_band = (cols == i)[:, None, :, None]  # [1 or B, 1, W, 1]
+      in_band = (cols == i)[:, None, :]  # [1 or B, 1, W*C]
       donor = jnp.where(in_band, band_donor, donor)
       lam_map = jnp.where(in_band, band_lam, lam_map)
-  x_mix = base.lerp(lam_map, x, donor)
+  x_mix = base.lerp(lam_map, x.reshape(batch, height, width * channels), donor)
+  x_mix = x_mix.reshape(x.shape)
 
   area = tile_areas(params, height, width)  # [1 or B, T]
   # A static sum over tiles fuses into one loop over [B, N]; gathering y[perms] as one
