@@ -1,7 +1,7 @@
 """StoRM, Stochastic Region Mixup: a random k x k partition, one donor and one λ per tile.
 
 The image is cut into k x k axis-aligned tiles by k-1 random points along the width and
-k-1 along the height (SPECS §7). Tile `t` of sample `b` becomes
+k-1 along the height (docs/DESIGN.md#storm). Tile `t` of sample `b` becomes
 `lam[t] * x[b] + (1 - lam[t]) * x[perms[t, b]]` and the label is the same mix weighted by
 the tile's realised integer area. Region Mixup (`region_mixup.py`) is this op with fixed
 equispaced boundaries and shares `apply`.
@@ -296,8 +296,8 @@ def storm(key: jax.Array, x: jax.Array, y: jax.Array, **hparams) -> tuple[jax.Ar
     ValueError: a bad hyper-parameter (the message names it), or `points='distinct'` with
       `k > min(H, W)`.
 
-  Deviations from the paper's text (SPECS §7, §15 #15): boundaries are drawn per batch by
-  default (Algorithm 1; §3.2 says per image: `granularity='example'`); the paper's strict
+  Deviations from the paper's text (docs/DESIGN.md#storm-partition): boundaries are drawn per batch
+  by default (Algorithm 1; §3.2 says per image: `granularity='example'`); the paper's strict
   inequalities `p_1 < ... < p_{k-1}` are not enforced for continuous points, so colliding
   points leave empty tiles, which get zero label weight; integer boundaries are
   `ceil(p)` (Eq. 1 applied to integer pixel coordinates). The paper leaves k and β to an
