@@ -73,6 +73,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.preview_images = 16          # Images in mixed_batch.png (0 = no preview).
   config.progress_bar = True
   config.tensorboard = True
+  # JAX's persistent compilation cache for `python -m storm_jax.main`: a rerun or a resume of
+  # the same config skips most compilation. '' turns it off; $JAX_COMPILATION_CACHE_DIR, when
+  # set, wins over this default.
+  config.compilation_cache_dir = '~/.cache/storm_jax/jax'
   return config
 
 

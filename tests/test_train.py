@@ -421,3 +421,22 @@ def test_main_exit_status_tells_preempted_from_finished(tmp_path, monkeypatch, s
       with pytest.raises(SystemExit) as e:
         main_lib.main(['main'])
       assert e.value.code == code
+
+def test_main_uses_the_persistent_compilation_cache(tmp_path, monkeypatch):
+  """`compilation_cache_dir` (default ~/.cache/storm_jax/jax) is where JAX caches programs."""
+  from storm_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')
+  old = {n: getattr(jax.config, n) for n in names}
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  try:
+    assert main_lib.use_compilation_cache('') is None
+    assert jax.config.jax_compilation_cache_dir == old[names[0]]  # off: untouched
+    monkeypatch.setenv('HOME', str(tmp_path))
+    assert main_lib.use_compilation_cache('~/cache') == str(tmp_path / 'cache')
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'cache')
+    monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'env'))
+    assert main_lib.use_compilation_cache('~/cache') == str(tmp_path / 'env')
+    assert smoke_config().compilation_cache_dir == '~/.cache/storm_jax/jax'
+  finally:
+    for n, v in old.items():
+      jax.config.update(n, v)
