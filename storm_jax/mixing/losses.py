@@ -63,3 +63,48 @@ def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.A
       raise ValueError(f'clean_weight={clean_weight!r} needs logits_clean and y_clean.')
     loss = loss + clean_weight * jnp.mean(soft_cross_entropy(logits_clean, y_clean))
   return loss
+
+
+def jsd_consistency(logits: jax.Array) -> jax.Array:
+  """AugMix's Jensen-Shannon consistency of V views (docs/DESIGN.md#augmix).
+
+  With `p_i = softmax(z_i)` and `M = clip(mean_i p_i, 1e-7, 1)`:
+  `JS = (1 / V) sum_i mean_b KL(p_i[b] || M[b])`, `KL(p || M) = sum_c p_c (log p_c - log M_c)`
+  (`0 log 0 = 0`), as the reference's `F.kl_div(log M, p_i, reduction='batchmean')` averaged
+  over the views. Non-negative; zero when the views' logits are equal.
+
+  Args:
+    logits: `[V, B, N]` float (V = 3 for AugMix: clean, aug 1, aug 2).
+
+  Returns:
+    float32 scalar.
+  """
+  p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  log_m = jnp.log(jnp.clip(jnp.mean(p, axis=0), 1e-7, 1.0))
+  kl = jnp.sum(jax.scipy.special.xlogy(p, p) - p * log_m, axis=-1)  # [V, B]
+  return jnp.mean(kl)
+
+
+def consistency_objective(logits: jax.Array, labels: jax.Array, *, views: int, weight: float,
+                          loss: str = 'softmax_ce') -> jax.Array:
+  """`loss(z_0, y) + weight * JS(z_0, ..., z_{V-1})`, batch means (AugMix with JSD).
+
+  The classification term is on the first (clean) view only, as the reference (augmix #1);
+  use `Mixer.multiplicity` for `views` and `Mixer.consistency_weight` for `weight` (12).
+
+  Args:
+    logits: `[V * B, N]`, k-major (row `k * B + b` = view k of sample b), as the mixer returns.
+    labels: `[V * B, N]` (the mixer's labels, repeated per view) or `[B, N]`.
+    views: V.
+    weight: the JS weight.
+    loss: a key of `LOSSES` for the classification term.
+
+  Returns:
+    float32 scalar.
+  """
+  if logits.shape[0] % views:
+    raise ValueError(f'logits.shape={logits.shape} is not {views} views of a batch.')
+  per_view = logits.reshape((views, -1) + logits.shape[1:])
+  batch_size = per_view.shape[1]
+  ce = jnp.mean(LOSSES[loss](per_view[0], labels[:batch_size]))
+  return ce + weight * jsd_consistency(per_view)
