@@ -262,11 +262,17 @@ def op_step(img: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array, *,
 
 def chain(img: jax.Array, ops: jax.Array, levels: jax.Array, signs: jax.Array,
           depth: jax.Array, *, all_ops: bool) -> jax.Array:
-  """Applies the first `depth` of the drawn steps `ops[s]` to one image [H, W, C]."""
-  for s in range(ops.shape[-1]):
-    op = jnp.where(s < depth, ops[s], IDENTITY)
-    img = op_step(img, op, levels[s], signs[s], all_ops=all_ops)
-  return img
+  """Applies the first `depth` of the drawn steps `ops[s]` to one image [H, W, C].
+
+  A `lax.scan` over the steps, so the op is compiled once, not once per step.
+  """
+  def step(img, inputs):
+    s, op, level, sign = inputs
+    op = jnp.where(s < depth, op, IDENTITY)
+    return op_step(img, op, level, sign, all_ops=all_ops), None
+
+  steps = jnp.arange(ops.shape[-1])
+  return jax.lax.scan(step, img, (steps, ops, levels, signs))[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -309,15 +315,13 @@ def augment(params: dict[str, jax.Array], x: jax.Array, *, all_ops: bool) -> jax
   """The AugMix views of `x`: float32 [V, B, H, W, C] (see `sample` for the params)."""
   x = x.astype(jnp.float32)
   pixels = jnp.clip(jnp.round(x), 0.0, 255.0)  # the integer image PIL would see
-  width = params['weights'].shape[-1]
   run = functools.partial(chain, all_ops=all_ops)
-  per_view = jax.vmap(run, in_axes=(None, 0, 0, 0, 0))   # over views
-  per_example = jax.vmap(per_view)                       # over the batch
-  mix = 0.0
-  for i in range(width):
-    chains = per_example(pixels, params['ops'][:, :, i], params['levels'][:, :, i],
-                         params['signs'][:, :, i], params['depth'][:, :, i])  # [B, V, H, W, C]
-    mix = mix + params['weights'][:, :, i, None, None, None] * chains
+  per_chain = jax.vmap(run, in_axes=(None, 0, 0, 0, 0))  # over the width chains
+  per_view = jax.vmap(per_chain, in_axes=(None, 0, 0, 0, 0))  # over the views
+  chains = jax.vmap(per_view)(pixels, params['ops'], params['levels'], params['signs'],
+                              params['depth'])  # [B, V, width, H, W, C]
+  mix = jnp.einsum('bvk,bvkhwc->bvhwc', params['weights'], chains,
+                   precision=jax.lax.Precision.HIGHEST)
   m = params['m'][..., None, None, None]
   views = (1.0 - m) * x[:, None] + m * mix
   return jnp.moveaxis(views, 1, 0)
