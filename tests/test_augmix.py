@@ -329,5 +329,14 @@ def test_consistency_objective_is_clean_ce_plus_weighted_jsd():
   grads = jax.grad(lambda z: mixing.consistency_objective(z, jnp.asarray(y), views=3,
                                                           weight=12.0))(jnp.asarray(logits))
   assert np.all(np.abs(np.asarray(grads[b:])).sum(-1) > 0)  # the JS term reaches every view
+  # Per-device blocks: [clean_g; aug1_g; aug2_g] for each group g == the k-major layout.
+  blocks = views.reshape(3, 2, b // 2, n).transpose(1, 0, 2, 3).reshape(-1, n)
+  y_blocks = np.tile(y.reshape(2, 1, b // 2, n), (1, 3, 1, 1)).reshape(-1, n)
+  np.testing.assert_allclose(
+      mixing.consistency_objective(jnp.asarray(blocks), jnp.asarray(y_blocks), views=3,
+                                   weight=12.0, groups=2), want, rtol=1e-5)
+  np.testing.assert_allclose(
+      mixing.consistency_objective(jnp.asarray(blocks), jnp.asarray(y), views=3, weight=12.0,
+                                   groups=2), want, rtol=1e-5)
   with pytest.raises(ValueError, match='views'):
     mixing.consistency_objective(jnp.zeros((7, 3)), jnp.zeros((7, 3)), views=3, weight=1.0)
