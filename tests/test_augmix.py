@@ -90,7 +90,7 @@ def _exact_autocontrast(img):
 @pytest.mark.parametrize('shape', [(32, 32, 3), (24, 40, 3), (16, 16, 1)], ids=str)
 @pytest.mark.parametrize('name', OPS)
 def test_op_matches_pil(name, shape):
-  rng = np.random.default_rng(abs(hash((name, shape))) % 2**32)
+  rng = np.random.default_rng(100 * OPS.index(name) + shape[1])
   op = OPS.index(name)
   for trial, kind in enumerate(['full', 'narrow', 'ramp', 'ramp']):
     img = _image(rng, shape, kind)
