@@ -54,6 +54,18 @@ def test_augmix_device_local():
     np.testing.assert_array_equal(y_dev[i], want_y)
     np.testing.assert_array_equal(x_dev[i][:PER_DEV], x[sl])  # each device's clean view first
   assert not np.allclose(x_dev[0][PER_DEV:], x_dev[1][PER_DEV:])
+  # The JSD objective on the device-major global array (groups = devices) equals the mean of
+  # the per-device objectives: views are matched inside each device's block.
+  proj = jax.random.normal(jax.random.key(3), (3, 3))
+  logits_of = lambda xs: jnp.mean(xs, axis=(1, 2)) / 64.0 @ proj
+  got = jax.jit(lambda a, b: mixing.consistency_objective(
+      logits_of(a), b, views=3, weight=12.0, groups=N_DEV))(x_out, y_out)
+  per_device = [mixing.consistency_objective(logits_of(jnp.asarray(x_dev[i])),
+                                             jnp.asarray(y_dev[i]), views=3, weight=12.0)
+                for i in range(N_DEV)]
+  np.testing.assert_allclose(got, np.mean(per_device), rtol=1e-5)
+  k_major = mixing.consistency_objective(logits_of(x_out), y_out, views=3, weight=12.0)
+  assert not np.isclose(k_major, np.mean(per_device), rtol=1e-3)  # groups=1 misreads the rows
 
 
 def _hand_mix(consumer, lam, perm):
