@@ -1,4 +1,4 @@
-"""AugMix and Manifold Mixup in the sharded step's pattern (8 simulated CPU devices).
+"""AugMix and Manifold Mixup in the sharded step's pattern (8 simulated CPU devices; AugMix under pmap too).
 
 The mixer runs per device inside `jax.shard_map` (key folded with the device index), the model
 under the global-view jit with the batch sharded on 'data', as the trainer does.
@@ -64,6 +64,11 @@ def test_augmix_device_local():
                                              jnp.asarray(y_dev[i]), views=3, weight=12.0)
                 for i in range(N_DEV)]
   np.testing.assert_allclose(got, np.mean(per_device), rtol=1e-5)
+  # The same per-device computation under pmap.
+  px, py = jax.pmap(local, axis_name='data', in_axes=(None, 0, 0))(
+      key, x.reshape(N_DEV, PER_DEV, 8, 8, 3), y.reshape(N_DEV, PER_DEV, 3))
+  np.testing.assert_allclose(np.asarray(px).reshape(x_out.shape), x_out, atol=1e-3)
+  np.testing.assert_array_equal(np.asarray(py).reshape(y_out.shape), y_out)
   k_major = mixing.consistency_objective(logits_of(x_out), y_out, views=3, weight=12.0)
   assert not np.isclose(k_major, np.mean(per_device), rtol=1e-3)  # groups=1 misreads the rows
 
