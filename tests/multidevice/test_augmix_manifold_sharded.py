@@ -1,7 +1,8 @@
-"""AugMix and Manifold Mixup in the sharded step's pattern (8 simulated CPU devices; AugMix under pmap too).
+"""AugMix and Manifold Mixup in the sharded step's pattern (8 simulated CPU devices).
 
 The mixer runs per device inside `jax.shard_map` (key folded with the device index), the model
-under the global-view jit with the batch sharded on 'data', as the trainer does.
+under the global-view jit with the batch sharded on 'data', as the trainer does; AugMix also
+under pmap.
 """
 
 import functools
