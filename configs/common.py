@@ -87,6 +87,10 @@ METHODS = {
     'dcutmix': ('dcutmix', dict(K=5, alpha=1.0, prob=0.5)),
     'dmixup': ('dmixup', dict(K=3, alpha=1.0)),
     'multimix': ('multimix', dict(base='mixup', K=5, alpha=1.0)),
+    # AugMix CIFAR recipe: 3 chains of depth U{1,2,3}, severity 3, Dirichlet/Beta(1), JSD x12.
+    'augmix': ('augmix', dict(width=3, depth=-1, severity=3.0, alpha=1.0, jsd=True,
+                              jsd_weight=12.0)),
+    'manifold_mixup': ('manifold_mixup', dict(alpha=2.0, points=(0, 1, 2))),
 }
 
 

@@ -13,7 +13,9 @@ Two references are measured in the same run, on an array of the same size:
   * `xla_stream_gbps`: a jitted `x + 1.0` (2 * nbytes), XLA's own streaming floor on this
     backend, which includes allocating a fresh output buffer (page faults for large
     arrays) exactly as every mixer call does.
-Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument.
+Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument; AugMix
+(`needs_pixels`) gets integer pixel values in [0, 255]. Manifold Mixup's row is its input half
+only (the hidden mix runs inside the model: see bench_train_step).
 
   python -m experiments.bench_mixing                                 # everything
   python -m experiments.bench_mixing --methods storm:k=2,storm:k=3,storm:k=4,region_mixup \
@@ -107,6 +109,8 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
   b, h, w, c = shape
   kx, ky, ks, kc = jax.random.split(jax.random.key(1), 4)
   x = jax.random.normal(kx, shape, jnp.float32)
+  if mixer.needs_pixels:  # AugMix works on un-normalised pixel values in [0, 255].
+    x = jnp.round(jax.random.uniform(kx, shape, jnp.float32, 0.0, 255.0))
   y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, NUM_CLASSES), NUM_CLASSES)
   extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
 

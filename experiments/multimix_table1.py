@@ -17,10 +17,10 @@ from experiments import tablelib  # pylint: disable=wrong-import-position
 
 C100 = 'configs/cifar100_comixup.py'
 ERR = (tablelib.Column('top1_err', 'top-1 err %'),)
-PAPER = {  # arch -> (no mixup, Input, CutMix)
-    'preactresnet18': (23.53, 22.49, 21.29),
-    'wrn16_8': (21.93, 20.18, 20.14),
-    'resnext29_4_24': (21.84, 21.78, 20.92),
+PAPER = {  # arch -> (no mixup, Input, CutMix, Manifold Mixup)
+    'preactresnet18': (23.53, 22.49, 21.29, 21.62),
+    'wrn16_8': (21.93, 20.18, 20.14, 20.49),
+    'resnext29_4_24': (21.84, 21.78, 20.92, 21.45),
 }
 MULTI_CUTMIX = {'mix.hparams.base': 'cutmix'}
 
@@ -36,6 +36,8 @@ def _c100(arch):
                        paper={'top1_err': p[1]}),
           tablelib.Row('CutMix', f'{C100}:cutmix', {'model.name': arch, 'mix.hparams.prob': 1.0},
                        paper={'top1_err': p[2]}),
+          tablelib.Row('Manifold mixup', f'{C100}:manifold_mixup', {'model.name': arch},
+                       paper={'top1_err': p[3]}),
           tablelib.Row('Multi-mix (mixup, K5)', f'{C100}:multimix', {'model.name': arch}),
           tablelib.Row('Multi-mix (cutmix, K5)', f'{C100}:multimix',
                        {'model.name': arch, **MULTI_CUTMIX}),
@@ -48,6 +50,8 @@ TINY = tablelib.Table(
         tablelib.Row('No mixup', 'configs/tinyimagenet_vanilla.py', paper={'top1_err': 43.54}),
         tablelib.Row('Input mixup', 'configs/tinyimagenet_mixup.py', paper={'top1_err': 43.35}),
         tablelib.Row('CutMix', 'configs/tinyimagenet_cutmix.py', paper={'top1_err': 43.11}),
+        tablelib.Row('Manifold mixup', 'configs/tinyimagenet_manifold_mixup.py',
+                     paper={'top1_err': 41.21}),
         tablelib.Row('Multi-mix (mixup, K5)', 'configs/tinyimagenet_multimix.py'),
     ))
 

@@ -26,6 +26,7 @@ def _table(name, arch, overrides, storm_err):
       rows=(tablelib.Row('Vanilla', f'{CONFIG}:vanilla', overrides),
             tablelib.Row('MixUp', f'{CONFIG}:mixup', overrides),
             tablelib.Row('CutMix', f'{CONFIG}:cutmix', overrides),
+            tablelib.Row('AugMix', f'{CONFIG}:augmix', overrides),
             tablelib.Row('StoRM', f'{CONFIG}:storm', overrides, paper={'top1_err': storm_err})))
 
 

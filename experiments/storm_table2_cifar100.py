@@ -1,8 +1,8 @@
 """StoRM Table 2: CIFAR-100 top-1 / top-5 accuracy (SPECS §13.3).
 
 PreActResNet-18, 1200 epochs (PuzzleMix/Manifold protocol) and WRN-28-10 (IPMix protocol).
-Methods storm_jax does not implement (Manifold, AugMix, PixMix, SaliencyMix, Guided-*,
-PuzzleMix, Co-Mixup, IPMix) are left out.
+Methods storm_jax does not implement (PixMix, SaliencyMix, Guided-*, PuzzleMix, Co-Mixup,
+IPMix) are left out.
 
   python -m experiments.storm_table2_cifar100 commands   # or: run / aggregate
 """
@@ -25,6 +25,9 @@ TABLES = [
             tablelib.Row('Vanilla', f'{PARN}:vanilla', paper={'top1_acc': 76.33, 'top5_acc': 91.02}),
             tablelib.Row('MixUp', f'{PARN}:mixup', paper={'top1_acc': 76.84, 'top5_acc': 92.42}),
             tablelib.Row('CutMix', f'{PARN}:cutmix', paper={'top1_acc': 76.8, 'top5_acc': 91.91}),
+            tablelib.Row('Manifold Mixup', f'{PARN}:manifold_mixup',
+                         paper={'top1_acc': 79.02, 'top5_acc': 93.37}),
+            tablelib.Row('AugMix', f'{PARN}:augmix', paper={'top1_acc': 75.31, 'top5_acc': 91.62}),
             tablelib.Row('StoRM', f'{PARN}:storm', paper={'top1_acc': 82.06, 'top5_acc': 95.55}),
         )),
     tablelib.Table(
@@ -33,6 +36,7 @@ TABLES = [
             tablelib.Row('Vanilla', f'{WRN}:vanilla', paper={'top1_acc': 81.0}),
             tablelib.Row('MixUp', f'{WRN}:mixup', paper={'top1_acc': 81.6}),
             tablelib.Row('CutMix', f'{WRN}:cutmix', paper={'top1_acc': 82.0}),
+            tablelib.Row('AugMix', f'{WRN}:augmix', paper={'top1_acc': 80.6}),
             tablelib.Row('StoRM', f'{WRN}:storm', paper={'top1_acc': 82.6}),
         )),
 ]

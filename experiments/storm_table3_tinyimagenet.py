@@ -30,6 +30,8 @@ TABLES = [tablelib.Table(
         _row('Vanilla', 'vanilla', 57.23, 73.65, 90.60),
         _row('MixUp', 'mixup', 56.99, 73.02, 89.85),
         _row('CutMix', 'cutmix', 56.67, 73.59, 87.10),
+        _row('Manifold Mixup', 'manifold_mixup', 58.01, 74.12, 89.00),
+        _row('AugMix', 'augmix', 55.97, 74.68, 90.00),
         _row('HMix', 'hmix'),
         _row('GMix', 'gmix'),
         _row('Region Mixup', 'region_mixup'),

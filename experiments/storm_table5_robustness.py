@@ -32,6 +32,7 @@ TABLES = [tablelib.Table(
         _row('Vanilla', 'vanilla', 84.93, 51.43),
         _row('MixUp', 'mixup', 75.72, 44.84),
         _row('CutMix', 'cutmix', 80.13, 53.74),
+        _row('Manifold Mixup', 'manifold_mixup', 81.96, 44.32),
         _row('StoRM', 'storm', 76.04, 43.11),
     ))]
 

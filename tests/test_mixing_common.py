@@ -22,6 +22,9 @@ from storm_jax import mixing
 
 ALL_NAMES = ('none', 'mixup', 'cutmix', 'mixup_cutmix', 'hmix', 'gmix', 'region_mixup', 'storm',
              'rmix', 'dcutmix', 'dmixup', 'multimix')
+# Not sample mixers, so not in CASES (their own test files check them): AugMix changes pixel
+# values (label-preserving), Manifold Mixup mixes labels for hidden points the image never sees.
+ALL_NAMES += ('augmix', 'manifold_mixup')
 
 # (name, hparams) cases: defaults plus the variants that change the code path here
 # (per-example draws, other pairings, k > 2). Other hyper-parameters are covered in each

@@ -14,6 +14,7 @@ from storm_jax.mixing.base import (GRANULARITIES, PAIRINGS, Mixer, get, hparam_n
                                    partner, register, smooth_labels)
 from storm_jax.mixing.losses import (LOSSES, OBJECTIVES, mixed_objective, soft_cross_entropy,
                                      softmax_bce)
+from storm_jax.mixing.losses import consistency_objective, jsd_consistency
 
 # Importing a method's module registers it. The plain functions
 # `fn(key, x, y, **hparams) -> (x_mix, y_mix)` share their module's name, so after these
@@ -29,3 +30,6 @@ from storm_jax.mixing.region_mixup import region_mixup
 from storm_jax.mixing.rmix import input_gradient_saliency, rmix, saliency_mask
 from storm_jax.mixing.storm import storm
 from storm_jax.mixing.switch import mixup_cutmix
+from storm_jax.mixing.augmix import augmix
+from storm_jax.mixing.manifold import manifold_mixup
+from storm_jax.mixing import manifold

@@ -170,6 +170,14 @@ class Mixer:
     needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix).
     multiplicity: how many outputs per input sample (K for multi-mix); `apply`
       returns `multiplicity * B` samples, k-major (`[k * B + b]`).
+    needs_pixels: `apply` takes un-normalised pixel values in [0, 255] (float) and returns
+      the same range, so the trainer mixes before normalising (AugMix's PIL-style ops).
+    consistency_weight: weight of the Jensen-Shannon consistency term between the
+      `multiplicity` views; when > 0 the objective is `losses.consistency_objective`
+      (cross-entropy on view 0, the clean one, + weight * JS; AugMix: 12).
+    hidden_points: > 0 for methods that mix hidden states inside the model (Manifold
+      Mixup): `params['point']` in [0, hidden_points) names where, 0 being the input
+      (mixed by `apply`); see `mixing.manifold`.
   """
 
   name: str
@@ -181,6 +189,9 @@ class Mixer:
   clean_loss_weight: float = 0.0
   needs_saliency: bool = False
   multiplicity: int = 1
+  needs_pixels: bool = False
+  consistency_weight: float = 0.0
+  hidden_points: int = 0
 
   def __hash__(self) -> int:
     # `jax.jit(mixer)` hashes the callable; the hparams dict is not hashable itself.

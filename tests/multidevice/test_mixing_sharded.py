@@ -17,7 +17,9 @@ from storm_jax import mixing
 
 pytestmark = pytest.mark.usefixtures('key_reuse_checked')
 
-NAMES = [n for n in mixing.names() if n != 'none']
+# AugMix and Manifold Mixup break the pixel-share checks below by design (label-preserving
+# pixel ops; hidden-state mixing): test_baselines_sharded.py covers them.
+NAMES = [n for n in mixing.names() if n not in ('none', 'augmix', 'manifold_mixup')]
 N_DEV = 8
 PER_DEV = 4
 
