@@ -406,7 +406,10 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
   mix_on = state.step < ctx.mix_off_step
   batch_stats = state.batch_stats
   saliency = None
-  if ctx.mixer.needs_saliency:
+  if ctx.mixer.needs_saliency and ctx.mixer.saliency_kind == 'fine_grained':
+    # SaliencyMix: OpenCV's saliency of the uint8 images, before normalisation.
+    saliency = mixing.fine_grained_saliency(batch['image'])
+  elif ctx.mixer.needs_saliency:
     # Current parameters, train mode; the mask never receives a gradient.
     def logits_fn(inputs):
       return _forward(ctx, state.params, state.batch_stats, inputs)

@@ -28,3 +28,7 @@ from storm_jax.mixing.region_mixup import region_mixup
 from storm_jax.mixing.rmix import input_gradient_saliency, rmix, saliency_mask
 from storm_jax.mixing.storm import storm
 from storm_jax.mixing.switch import mixup_cutmix
+from storm_jax.mixing.cutout import cutout
+from storm_jax.mixing.fmix import fmix
+from storm_jax.mixing.resizemix import resizemix
+from storm_jax.mixing.saliencymix import fine_grained_saliency, saliencymix
