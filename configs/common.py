@@ -83,6 +83,10 @@ METHODS = {
     'dcutmix': ('dcutmix', dict(K=5, alpha=1.0, prob=0.5)),
     'dmixup': ('dmixup', dict(K=3, alpha=1.0)),
     'multimix': ('multimix', dict(base='mixup', K=5, alpha=1.0)),
+    'cutout': ('cutout', dict(length=8)),  # CIFAR-100 (the reference's 16 is CIFAR-10's).
+    'saliencymix': ('saliencymix', dict(alpha=1.0, prob=0.5)),  # ImageNet: prob 1.0.
+    'fmix': ('fmix', dict(alpha=1.0, decay_power=3.0)),
+    'resizemix': ('resizemix', dict(scope=(0.1, 0.8))),
 }
 
 

@@ -12,10 +12,10 @@ from experiments import tablelib
 
 C100 = 'configs/cifar100_comixup.py'
 ERR = (tablelib.Column('top1_err', 'top-1 err %', higher_is_better=False),)
-PAPER = {  # arch -> (no mixup, Input, CutMix)
-    'preactresnet18': (23.53, 22.49, 21.29),
-    'wrn16_8': (21.93, 20.18, 20.14),
-    'resnext29_4_24': (21.84, 21.78, 20.92),
+PAPER = {  # arch -> (no mixup, Input, CutMix, Cutout, FMix)
+    'preactresnet18': (23.53, 22.49, 21.29, 21.12, 21.52),
+    'wrn16_8': (21.93, 20.18, 20.14, 19.19, 19.75),
+    'resnext29_4_24': (21.84, 21.78, 20.92, 20.86, 21.87),
 }
 MULTI_CUTMIX = {'mix.hparams.base': 'cutmix'}
 
@@ -31,6 +31,8 @@ def _c100(arch):
                        paper={'top1_err': p[1]}),
           tablelib.Row('CutMix', f'{C100}:cutmix', {'model.name': arch, 'mix.hparams.prob': 1.0},
                        paper={'top1_err': p[2]}),
+          tablelib.Row('Cutout', f'{C100}:cutout', {'model.name': arch}, paper={'top1_err': p[3]}),
+          tablelib.Row('FMix', f'{C100}:fmix', {'model.name': arch}, paper={'top1_err': p[4]}),
           tablelib.Row('Multi-mix (mixup, K5)', f'{C100}:multimix', {'model.name': arch}),
           tablelib.Row('Multi-mix (cutmix, K5)', f'{C100}:multimix',
                        {'model.name': arch, **MULTI_CUTMIX}),
@@ -43,6 +45,8 @@ TINY = tablelib.Table(
         tablelib.Row('No mixup', 'configs/tinyimagenet_vanilla.py', paper={'top1_err': 43.54}),
         tablelib.Row('Input mixup', 'configs/tinyimagenet_mixup.py', paper={'top1_err': 43.35}),
         tablelib.Row('CutMix', 'configs/tinyimagenet_cutmix.py', paper={'top1_err': 43.11}),
+        tablelib.Row('Cutout', 'configs/tinyimagenet_cutout.py', paper={'top1_err': 40.52}),
+        tablelib.Row('FMix', 'configs/tinyimagenet_fmix.py', paper={'top1_err': 42.38}),
         tablelib.Row('Multi-mix (mixup, K5)', 'configs/tinyimagenet_multimix.py'),
     ))
 

@@ -14,6 +14,7 @@ TABLES = [tablelib.Table(
         tablelib.Row('Vanilla', f'{CONFIG}:vanilla', paper={'top1_acc': 76.83, 'top5_acc': 92.66}),
         tablelib.Row('Mixup', f'{CONFIG}:mixup', paper={'top1_acc': 77.12, 'top5_acc': 93.52}),
         tablelib.Row('CutMix', f'{CONFIG}:cutmix', paper={'top1_acc': 77.17, 'top5_acc': 93.45}),
+        tablelib.Row('SaliencyMix', f'{CONFIG}:saliencymix', paper={'top1_acc': 77.14}),
         tablelib.Row('StoRM', f'{CONFIG}:storm', paper={'top1_acc': 78.30, 'top5_acc': 94.16}),
     ))]
 
