@@ -13,7 +13,9 @@ Two references are measured in the same run, on an array of the same size:
   * `xla_stream_gbps`: a jitted `x + 1.0` (2 * nbytes), XLA's own streaming floor on this
     backend, which includes allocating a fresh output buffer (page faults for large
     arrays) exactly as every mixer call does.
-Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument.
+Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument;
+SaliencyMix computes the fine-grained saliency of random uint8 images inside the timed call,
+as the train step does.
 
   python -m experiments.bench_mixing                                 # everything
   python -m experiments.bench_mixing --methods storm:k=2,storm:k=3,storm:k=4,region_mixup \
@@ -105,10 +107,16 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
   kx, ky, ks, kc = jax.random.split(jax.random.key(1), 4)
   x = jax.random.normal(kx, shape, jnp.float32)
   y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, NUM_CLASSES), NUM_CLASSES)
-  extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
+  fine_grained = mixer.needs_saliency and mixer.saliency_kind == 'fine_grained'
+  if fine_grained:
+    extra = (jax.random.randint(ks, (b, h, w, 3), 0, 256).astype(jnp.uint8),)
+  else:
+    extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
 
   @jax.jit
   def call(key, x, y, *saliency):
+    if fine_grained:
+      saliency = (mixing.fine_grained_saliency(saliency[0]),)
     kw = {'saliency': saliency[0]} if saliency else {}
     return mixer(key, x, y, **kw)
 

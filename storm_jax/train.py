@@ -32,6 +32,8 @@ Objectives (SPECS §0.5, §6-§8, §10):
     mode, outside the differentiated loss (no gradient through the mask). Its batch-norm
     update is kept (`mix.saliency_batch_stats='keep'`, SPECS §8: the reference runs that
     pass in train mode, updating the running statistics) or dropped ('discard').
+  * SaliencyMix: OpenCV's fine-grained saliency of the uint8 batch (before normalisation) is
+    passed to the mixer (`mixer.saliency_kind == 'fine_grained'`); no model pass.
   * multi-mix: the mixer returns K*B samples; the loss is their mean.
   * "Mixing off for the last N epochs" (`mix.off_last_epochs` / `mix.off_after_step`) is
     decided from `state.step` inside the step, so crossing the boundary does not
