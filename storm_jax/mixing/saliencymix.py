@@ -68,6 +68,36 @@ def _scale_255(v: jax.Array, vmax: jax.Array) -> jax.Array:
   return (255 * v) // jnp.maximum(vmax, 1)  # A constant image: OpenCV's 0 / 0 ends up as 0.
 
 
+def _window_sums(integral: jax.Array) -> jax.Array:
+  """Sums over rows `[y - n + 1, y + n + 1)` x cols alike (clamped), n in `_WINDOWS`.
+
+  From the `[B, H + 1, W + 1]` integral image: row differences first (`[B, 6 H, W + 1]`, one
+  take of whole rows), then column differences; static indices. Returns int32 `[B, 6, H, W]`.
+  """
+  batch, h1, w1 = integral.shape
+  height, width = h1 - 1, w1 - 1
+  n = np.asarray(_WINDOWS)[:, None]
+  y1, y2 = np.clip(np.arange(height) - n + 1, 0, height), np.clip(np.arange(height) + n + 1, 0,
+                                                                     height)
+  x1, x2 = np.clip(np.arange(width) - n + 1, 0, width), np.clip(np.arange(width) + n + 1, 0,
+                                                                  width)
+  rows = jnp.take(integral, y2.reshape(-1), axis=1) - jnp.take(integral, y1.reshape(-1), axis=1)
+  rows = rows.reshape(batch, len(_WINDOWS), height, w1)
+  return jnp.stack([jnp.take(rows[:, i], x2[i], axis=2) - jnp.take(rows[:, i], x1[i], axis=2)
+                    for i in range(len(_WINDOWS))], axis=1)
+
+
+def _floor_div(num: jax.Array, den: np.ndarray) -> jax.Array:
+  """`num // den` for int32 `|num| < 2^24` and a constant `den >= 1`, exactly.
+
+  A float32 multiply by `1 / den` is within one of the floor; integer checks fix it (integer
+  division is several times slower on CPU).
+  """
+  q = jnp.floor(num.astype(jnp.float32) * (1.0 / den).astype(np.float32)).astype(jnp.int32)
+  q = q - (q * den > num)
+  return q + ((q + 1) * den <= num)
+
+
 def fine_grained_saliency(images: jax.Array) -> jax.Array:
   """OpenCV's `StaticSaliencyFineGrained` map of uint8 images, in pure JAX.
 
@@ -95,19 +125,19 @@ def fine_grained_saliency(images: jax.Array) -> jax.Array:
   # Window sums from the integral image, exactly in int32. OpenCV's float32 integral gives
   # the same sums while they stay below 2^24 (any image with H W <= 32768 pixels).
   integral = jnp.pad(jnp.cumsum(jnp.cumsum(g, axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))
+  window = _window_sums(integral)  # [B, 6, H, W]
   n = np.asarray(_WINDOWS)[:, None]
-  y1 = np.clip(np.arange(height) - n + 1, 0, height)[:, :, None]  # [6, H, 1]
-  y2 = np.clip(np.arange(height) + n + 1, 0, height)[:, :, None]
-  x1 = np.clip(np.arange(width) - n + 1, 0, width)[:, None, :]    # [6, 1, W]
-  x2 = np.clip(np.arange(width) + n + 1, 0, width)[:, None, :]
-  window = integral[:, y2, x2] + integral[:, y1, x1] - integral[:, y2, x1] - integral[:, y1, x2]
+  rows = (np.clip(np.arange(height) + n + 1, 0, height) -
+          np.clip(np.arange(height) - n + 1, 0, height))[:, :, None]  # [6, H, 1]
+  cols = (np.clip(np.arange(width) + n + 1, 0, width) -
+          np.clip(np.arange(width) - n + 1, 0, width))[:, None, :]    # [6, 1, W]
   # OpenCV: mu = float32((window - g) / (area - 1)), on = trunc(g - mu) where > 0. When mu is
   # an integer the float ops are exact; otherwise g - mu is at least 1 / (area - 1) from any
   # integer, more than the float32 error, so the floors below (in integers) are OpenCV's.
-  d = np.maximum((y2 - y1) * (x2 - x1) - 1, 1).astype(np.int32)  # [6, H, W]
-  g6 = g[:, None]
-  on = jnp.maximum((g6 * (d + 1) - window) // d, 0).sum(1)
-  off = jnp.maximum((window - g6 * (d + 1)) // d, 0).sum(1)
+  d = np.maximum(rows * cols - 1, 1).astype(np.int32)  # area - 1: [6, H, W]
+  excess = g[:, None] * (d + 1) - window  # (g - mu) (area - 1), an integer
+  on = jnp.maximum(_floor_div(excess, d), 0).sum(1)
+  off = jnp.maximum(_floor_div(-excess, d), 0).sum(1)
   image_max = lambda a: jnp.max(a, axis=(1, 2), keepdims=True)
   on8 = _scale_255(on, image_max(on))
   off8 = _scale_255(off, image_max(off))
