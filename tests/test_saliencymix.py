@@ -145,3 +145,14 @@ def test_errors_before_compiling():
 def test_bad_hparams_raise(field, value):
   with pytest.raises(ValueError, match=field):
     mixing.get('saliencymix', **{field: value})
+
+
+def test_floor_div_is_exact():
+  rng = np.random.default_rng(0)
+  den = rng.integers(1, 60000, (4, 50, 50)).astype(np.int32)
+  num = rng.integers(-2**24 + 1, 2**24, den.shape).astype(np.int32)
+  num[0, 0] = den[0, 0] * 7     # exact multiples: where a rounded reciprocal slips
+  num[0, 1] = -den[0, 1] * 3
+  num[1, 0] = den[1, 0] * 7 - 1
+  got = jax.jit(lambda n: saliencymix_lib._floor_div(n, den))(num)
+  np.testing.assert_array_equal(got, num // den)
