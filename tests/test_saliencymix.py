@@ -4,8 +4,8 @@ tests/fixtures/opencv_fine_grained_saliency.npz holds a few small deterministic 
 (smooth waves plus a blob, 32x32x3, 24x40x3, 16x16x1, 7x9x3, and a constant 12x12x3), OpenCV's
 own grey image of each (`cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)`) and its saliency map
 `round(255 * cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(img)[1])` as
-uint8, made with opencv-contrib-python-headless 5.0.0 (the version is stored in the file).
-With OpenCV installed, `test_against_opencv_directly` compares on fresh random images too.
+uint8, made with opencv-contrib-python-headless 5.0.0 (the version is stored in the file) by
+tests/fixtures/make_opencv_fine_grained_saliency.py. With OpenCV installed, `test_against_opencv_directly` compares on fresh random images too.
 """
 
 from __future__ import annotations
