@@ -91,6 +91,10 @@ METHODS = {
     'augmix': ('augmix', dict(width=3, depth=-1, severity=3.0, alpha=1.0, jsd=True,
                               jsd_weight=12.0)),
     'manifold_mixup': ('manifold_mixup', dict(alpha=2.0, points=(0, 1, 2))),
+    'cutout': ('cutout', dict(length=8)),  # CIFAR-100 (the reference's 16 is CIFAR-10's).
+    'saliencymix': ('saliencymix', dict(alpha=1.0, prob=0.5)),  # ImageNet: prob 1.0.
+    'fmix': ('fmix', dict(alpha=1.0, decay_power=3.0)),
+    'resizemix': ('resizemix', dict(scope=(0.1, 0.8))),
 }
 
 

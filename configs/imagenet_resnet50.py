@@ -22,6 +22,8 @@ def get_config(arg: str = ''):
                               pairing='flip', clean_weight=1.0)
   if method == 'augmix':  # The AugMix ImageNet recipe uses severity 1.
     config.mix.hparams.severity = 1.0
+  if method == 'saliencymix':  # SaliencyMix's ImageNet script mixes every batch.
+    config.mix.hparams = dict(alpha=1.0, prob=1.0)
   config.optim.lr = 0.1
   config.optim.schedule = 'cosine'
   config.num_epochs = 100.0

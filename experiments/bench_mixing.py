@@ -15,7 +15,8 @@ Two references are measured in the same run, on an array of the same size:
     arrays) exactly as every mixer call does.
 Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument; AugMix
 (`needs_pixels`) gets integer pixel values in [0, 255]. Manifold Mixup's row is its input half
-only (the hidden mix runs inside the model: see bench_train_step).
+only (the hidden mix runs inside the model: see bench_train_step). SaliencyMix computes the
+fine-grained saliency of random uint8 images inside the timed call, as the train step does.
 
   python -m experiments.bench_mixing                                 # everything
   python -m experiments.bench_mixing --methods storm:k=2,storm:k=3,storm:k=4,region_mixup \
@@ -112,10 +113,16 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
   if mixer.needs_pixels:  # AugMix works on un-normalised pixel values in [0, 255].
     x = jnp.round(jax.random.uniform(kx, shape, jnp.float32, 0.0, 255.0))
   y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, NUM_CLASSES), NUM_CLASSES)
-  extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
+  fine_grained = mixer.needs_saliency and mixer.saliency_kind == 'fine_grained'
+  if fine_grained:
+    extra = (jax.random.randint(ks, (b, h, w, 3), 0, 256).astype(jnp.uint8),)
+  else:
+    extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
 
   @jax.jit
   def call(key, x, y, *saliency):
+    if fine_grained:
+      saliency = (mixing.fine_grained_saliency(saliency[0]),)
     kw = {'saliency': saliency[0]} if saliency else {}
     return mixer(key, x, y, **kw)
 

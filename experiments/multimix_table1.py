@@ -17,10 +17,10 @@ from experiments import tablelib  # pylint: disable=wrong-import-position
 
 C100 = 'configs/cifar100_comixup.py'
 ERR = (tablelib.Column('top1_err', 'top-1 err %'),)
-PAPER = {  # arch -> (no mixup, Input, CutMix, Manifold Mixup)
-    'preactresnet18': (23.53, 22.49, 21.29, 21.62),
-    'wrn16_8': (21.93, 20.18, 20.14, 20.49),
-    'resnext29_4_24': (21.84, 21.78, 20.92, 21.45),
+PAPER = {  # arch -> (no mixup, Input, CutMix, Manifold Mixup, Cutout, FMix)
+    'preactresnet18': (23.53, 22.49, 21.29, 21.62, 21.12, 21.52),
+    'wrn16_8': (21.93, 20.18, 20.14, 20.49, 19.19, 19.75),
+    'resnext29_4_24': (21.84, 21.78, 20.92, 21.45, 20.86, 21.87),
 }
 MULTI_CUTMIX = {'mix.hparams.base': 'cutmix'}
 
@@ -38,6 +38,8 @@ def _c100(arch):
                        paper={'top1_err': p[2]}),
           tablelib.Row('Manifold mixup', f'{C100}:manifold_mixup', {'model.name': arch},
                        paper={'top1_err': p[3]}),
+          tablelib.Row('Cutout', f'{C100}:cutout', {'model.name': arch}, paper={'top1_err': p[4]}),
+          tablelib.Row('FMix', f'{C100}:fmix', {'model.name': arch}, paper={'top1_err': p[5]}),
           tablelib.Row('Multi-mix (mixup, K5)', f'{C100}:multimix', {'model.name': arch}),
           tablelib.Row('Multi-mix (cutmix, K5)', f'{C100}:multimix',
                        {'model.name': arch, **MULTI_CUTMIX}),
@@ -52,6 +54,8 @@ TINY = tablelib.Table(
         tablelib.Row('CutMix', 'configs/tinyimagenet_cutmix.py', paper={'top1_err': 43.11}),
         tablelib.Row('Manifold mixup', 'configs/tinyimagenet_manifold_mixup.py',
                      paper={'top1_err': 41.21}),
+        tablelib.Row('Cutout', 'configs/tinyimagenet_cutout.py', paper={'top1_err': 40.52}),
+        tablelib.Row('FMix', 'configs/tinyimagenet_fmix.py', paper={'top1_err': 42.38}),
         tablelib.Row('Multi-mix (mixup, K5)', 'configs/tinyimagenet_multimix.py'),
     ))
 

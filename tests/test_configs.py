@@ -49,7 +49,8 @@ def test_every_config_and_its_smoke_variant_validate(name):
 
 @pytest.mark.parametrize('name', METHOD_CONFIGS)
 @pytest.mark.parametrize('method', ['vanilla', 'mixup', 'cutmix', 'storm', 'rmix', 'multimix',
-                                    'augmix', 'manifold_mixup'])
+                                    'augmix', 'manifold_mixup', 'cutout', 'saliencymix', 'fmix',
+                                    'resizemix'])
 def test_method_argument_selects_the_mixer(name, method):
   config = load_config(name, f'{method},smoke')
   train.validate_config(config, device_count=1, process_count=1)

@@ -33,3 +33,7 @@ from storm_jax.mixing.switch import mixup_cutmix
 from storm_jax.mixing.augmix import augmix
 from storm_jax.mixing.manifold import manifold_mixup
 from storm_jax.mixing import manifold
+from storm_jax.mixing.cutout import cutout
+from storm_jax.mixing.fmix import fmix
+from storm_jax.mixing.resizemix import resizemix
+from storm_jax.mixing.saliencymix import fine_grained_saliency, saliencymix

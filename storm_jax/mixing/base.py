@@ -167,7 +167,10 @@ class Mixer:
     label_smoothing: applied once, to `y`, before mixing.
     clean_loss_weight: weight of the clean term `CE(f(x), y)` the method's objective
       adds to `CE(f(x_mix), y_mix)` (1 for StoRM and Region Mixup, SPECS §6-§7).
-    needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix).
+    needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix, SaliencyMix).
+    saliency_kind: which map the trainer passes when `needs_saliency`: `'input_gradient'`
+      (R-Mix: |d loss / d x| of the current model) or `'fine_grained'` (SaliencyMix: OpenCV's
+      fine-grained saliency of the uint8 images).
     multiplicity: how many outputs per input sample (K for multi-mix); `apply`
       returns `multiplicity * B` samples, k-major (`[k * B + b]`).
     needs_pixels: `apply` takes un-normalised pixel values in [0, 255] (float) and returns
@@ -192,6 +195,7 @@ class Mixer:
   needs_pixels: bool = False
   consistency_weight: float = 0.0
   hidden_points: int = 0
+  saliency_kind: str = 'input_gradient'
 
   def __hash__(self) -> int:
     # `jax.jit(mixer)` hashes the callable; the hparams dict is not hashable itself.

@@ -30,6 +30,8 @@ Objectives (SPECS §0.5, §6-§8, §10):
     mode, outside the differentiated loss (no gradient through the mask). Its batch-norm
     update is kept (`mix.saliency_batch_stats='keep'`, SPECS §8: the reference runs that
     pass in train mode, updating the running statistics) or dropped ('discard').
+  * SaliencyMix: OpenCV's fine-grained saliency of the uint8 batch (before normalisation) is
+    passed to the mixer (`mixer.saliency_kind == 'fine_grained'`); no model pass.
   * multi-mix: the mixer returns K*B samples; the loss is their mean.
   * "Mixing off for the last N epochs" (`mix.off_last_epochs` / `mix.off_after_step`) is
     decided from `state.step` inside the step, so crossing the boundary does not
@@ -185,7 +187,10 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
   mix_on = state.step < ctx.mix_off_step
   batch_stats = state.batch_stats
   saliency = None
-  if ctx.mixer.needs_saliency:
+  if ctx.mixer.needs_saliency and ctx.mixer.saliency_kind == 'fine_grained':
+    # SaliencyMix: OpenCV's saliency of the uint8 images, before normalisation.
+    saliency = mixing.fine_grained_saliency(batch['image'])
+  elif ctx.mixer.needs_saliency:
     # Current parameters, train mode; the mask never receives a gradient.
     def logits_fn(inputs):
       return _forward(ctx, state.params, state.batch_stats, inputs)
