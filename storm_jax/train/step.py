@@ -244,10 +244,10 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
       batch_stats = saliency_stats
   if ctx.mixer.needs_pixels:
     # AugMix's ops work on pixel values in [0, 255]; its mix is convex, so normalising the
-    # result equals mixing normalised images.
+    # result equals mixing normalised images. (`normalize` reads float input as [0, 1].)
     pixels = batch['image'].astype(jnp.float32)
     x_mix, y_mix, hidden = _mix(ctx, key, pixels, y, saliency)
-    x_mix = normalize(x_mix, ctx.mean, ctx.std)
+    x_mix = normalize(x_mix / 255.0, ctx.mean, ctx.std)
   else:
     x_mix, y_mix, hidden = _mix(ctx, key, x, y, saliency)
   x_mix, y_mix, hidden = jax.lax.stop_gradient((x_mix, y_mix, hidden))
