@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
                       if p.stem not in ('common', 'tinyimagenet', '__init__'))
 METHOD_CONFIGS = ('cifar100_preactresnet18', 'cifar100_wrn28_10', 'cifar10_wrn28_10',
-                  'imagenet_resnet50', 'cifar100_rmix_onecycle')
+                  'imagenet_resnet50', 'cifar100_rmix_onecycle', 'digits_storm')
 
 
 def load_config(name: str, arg: str | None = None):
