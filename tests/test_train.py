@@ -466,6 +466,8 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path):
     ('storm', {'k': 2, 'beta': 1.0}),                      # + clean CE term
     ('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)}),        # + saliency pass
     ('multimix', {'base': 'mixup', 'K': 2, 'alpha': 1.0}),  # K*B samples
+    ('augmix', {}),                                        # pixels in, 3B rows, JSD
+    ('manifold_mixup', {'alpha': 2.0}),                    # hidden-state mixing
 ])
 def test_end_to_end_train_checkpoint_resume(tmp_path, mix_name, hparams):
   workdir = str(tmp_path / 'run')
