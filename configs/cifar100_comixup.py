@@ -1,4 +1,5 @@
-r"""CIFAR-100, Co-Mixup protocol (SPECS §13.1): 300 epochs, the HMix / DCutMix / multi-mix tables.
+r"""CIFAR-100, Co-Mixup protocol (docs/DESIGN.md#protocols): 300 epochs, the HMix / DCutMix /
+multi-mix tables.
 
 SGD momentum 0.9, lr 0.2 x0.1 at epochs 100 and 200, batch 100, weight decay 1e-4, crop +
 flip. PreActResNet-18 by default; the papers' other architectures by override. Method after

@@ -1,4 +1,4 @@
-r"""CIFAR-100, PreActResNet-18, R-Mix protocol (SPECS §13.1 "R-Mix CIFAR"): 300 epochs.
+r"""CIFAR-100, PreActResNet-18, R-Mix protocol (docs/DESIGN.md#protocols): 300 epochs.
 
 SGD Nesterov, OneCycle (max lr 0.3, div 100, final_div 1e4 as the code, pct_start 0.3,
 momentum cycled 0.85-0.95), batch 100, weight decay 1e-4. Method after ':' (default rmix).

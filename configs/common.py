@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1   # > 0 overrides num_epochs.
   config.batch_size = 128       # Global, over all devices and processes.
   config.eval_batch_size = 500
-  config.loss = 'softmax_ce'     # 'softmax_ce' | 'softmax_bce' (PuzzleMix codebase, SPECS §0.5).
+  config.loss = 'softmax_ce'     # 'softmax_ce' | 'softmax_bce' (docs/DESIGN.md#losses).
   config.label_smoothing = 0.0  # Applied once, inside the mixer, before mixing.
 
   config.log_every_steps = 100
@@ -73,7 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-# Default hyper-parameters of each method (CIFAR settings of the papers, SPECS §13.2).
+# Default hyper-parameters of each method (CIFAR settings of the papers,
+# docs/DESIGN.md#method-hparams).
 METHODS = {
     'vanilla': ('none', {}),
     'mixup': ('mixup', dict(alpha=1.0)),

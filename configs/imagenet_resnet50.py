@@ -17,7 +17,7 @@ def get_config(arg: str = ''):
   config.dataset.name = 'imagenet2012'
   config.model.name = 'resnet50'
   common.set_method(config, method)
-  if method == 'rmix':  # ImageNet R-Mix: alpha 0.2, flip pairing, clean CE (SPECS §8).
+  if method == 'rmix':  # ImageNet R-Mix: alpha 0.2, flip pairing, clean CE (docs/DESIGN.md#rmix).
     config.mix.hparams = dict(alpha=0.2, grid_sizes=(2, 4), num_thresholds=10,
                               pairing='flip', clean_weight=1.0)
   if method == 'augmix':  # The AugMix ImageNet recipe uses severity 1.

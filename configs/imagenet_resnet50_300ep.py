@@ -1,8 +1,9 @@
-r"""ImageNet-1k, ResNet-50, CutMix protocol (SPECS §13.1): 300 epochs, HMix / DCutMix tables.
+r"""ImageNet-1k, ResNet-50, CutMix protocol (docs/DESIGN.md#protocols): 300 epochs, HMix / DCutMix
+tables.
 
 SGD momentum 0.9, lr 0.1 x0.1 every 75 epochs, batch 256, weight decay 1e-4,
 RandomResizedCrop 224 + flip. Method after ':' (default storm). HMix uses r=0.75 on
-ImageNet and Mixup alpha 0.8 (SPECS §13.2); DCutMix/DMixup K=3, alpha=1/3.
+ImageNet and Mixup alpha 0.8 (docs/DESIGN.md#method-hparams); DCutMix/DMixup K=3, alpha=1/3.
 
   python -m storm_jax.main --config=configs/imagenet_resnet50_300ep.py:hmix --workdir=...
 """

@@ -1,4 +1,5 @@
-r"""PuzzleMix Tiny-ImageNet protocol (SPECS §13.1), shared by the tinyimagenet_* configs.
+r"""PuzzleMix Tiny-ImageNet protocol (docs/DESIGN.md#protocols), shared by the tinyimagenet_*
+configs.
 
 PreActResNet-18 with the stride-2 stem, 1200 epochs, SGD momentum 0.9, lr 0.2 x0.1 at
 epochs 600 and 900, batch 100, weight decay 1e-4, random crop + flip.
@@ -6,9 +7,9 @@ epochs 600 and 900, batch 100, weight decay 1e-4, random crop + flip.
 Loss: `softmax_bce`, PuzzleMix's `BCELoss(softmax(z), y)` (mean over B*N entries), the loss
 this protocol's lr was tuned with. Its logit gradients are ~1/200 of the cross-entropy's here:
 with soft cross-entropy at lr 0.2 PreActResNet-18 diverges within 13 steps (measured, batch
-100: loss 10.6 -> NaN). This deviates from SPECS §0.5's soft-CE default, as SPECS #20 allows
-for reproducing these baselines; `--config.loss=softmax_ce` with a ~200x smaller lr is the
-cross-entropy equivalent.
+100: loss 10.6 -> NaN). This deviates from the soft-CE default of docs/DESIGN.md#losses, as row 20
+of docs/DESIGN.md#discrepancies allows for reproducing these baselines; `--config.loss=softmax_ce`
+with a ~200x smaller lr is the cross-entropy equivalent.
 """
 
 from __future__ import annotations

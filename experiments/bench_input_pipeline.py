@@ -6,7 +6,7 @@ decoded images' label names, and times the train pipeline (with its augmentation
 eval pipeline in images/s on this machine (host only: no model, no device transfer).
 
   python -m experiments.bench_input_pipeline --dataset=tiny_imagenet \
-      --manual_dir=../shared/data/tiny-imagenet-200-subset --data_dir=/tmp/tfds
+      --manual_dir=/path/to/tiny-imagenet-200-subset --data_dir=/tmp/tfds
 """
 
 from __future__ import annotations

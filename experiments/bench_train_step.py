@@ -7,8 +7,8 @@ The step is the real `train.train_step` (normalisation, mixing, the method's obj
 the SGD update) on the `configs/tinyimagenet_*.py` model and batch, fed with a fixed
 synthetic uint8 batch so that the input pipeline is not measured. Steady-state time per
 step (`evaluation.time_step`: the median of `--steps` calls, each waited for), compilation
-excluded and reported separately (SPECS §14.5): overhead = (T_method - T_vanilla) / T_vanilla
-(`evaluation.augmentation_overhead`).
+excluded and reported separately (docs/DESIGN.md#metrics-overhead): overhead = (T_method -
+T_vanilla) / T_vanilla (`evaluation.augmentation_overhead`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DCutMix Tables 2 and 3: top-1 (/ top-5) error of K-image mixing (SPECS §13.3).
+"""DCutMix Tables 2 and 3: top-1 (/ top-5) error of K-image mixing (docs/DESIGN.md#reproduction).
 
 Table 2: CIFAR-100, PreActResNet-18 / WRN-16-8 / ResNeXt-29-4-24 (Co-Mixup protocol,
 300 epochs). Table 3: ImageNet-1k ResNet-50, 300 epochs (CutMix protocol), K=3, alpha=1/3.

@@ -1,9 +1,9 @@
-"""HMix/GMix Table 2: CIFAR-100 top-1 accuracy, 300 epochs (SPECS §13.3).
+"""HMix/GMix Table 2: CIFAR-100 top-1 accuracy, 300 epochs (docs/DESIGN.md#reproduction).
 
 The HMix paper's appendix with the protocol is not in our text; its PuzzleMix baseline
-(79.38) matches the Co-Mixup CIFAR protocol, used here. Hyper-parameters of SPECS §13.2:
-alpha 1 for Mixup / CutMix / Stochastic M&C / HMix (r = 0.5), alpha 0.5 for GMix.
-Columns: PreActResNet-18 and WRN-28-2 is not in storm_jax; PreActResNet-34 is.
+(79.38) matches the Co-Mixup CIFAR protocol, used here. Hyper-parameters of
+docs/DESIGN.md#method-hparams: alpha 1 for Mixup / CutMix / Stochastic M&C / HMix (r = 0.5), alpha
+0.5 for GMix. Columns: PreActResNet-18 and WRN-28-2 is not in storm_jax; PreActResNet-34 is.
 
   python -m experiments.hmix_table2_cifar100 commands   # or: run / aggregate
 """

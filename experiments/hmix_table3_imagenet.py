@@ -1,6 +1,6 @@
 """HMix/GMix Table 3: ImageNet-1k, ResNet-50, 300 epochs (CutMix protocol), top-1 accuracy.
 
-alpha 1 for all methods but Mixup (0.8); HMix r = 0.75 (SPECS §13.2).
+alpha 1 for all methods but Mixup (0.8); HMix r = 0.75 (docs/DESIGN.md#method-hparams).
 
   python -m experiments.hmix_table3_imagenet commands   # or: run / aggregate
 """

@@ -1,5 +1,6 @@
 """multi-mix Table I: test error on CIFAR-100 (PreActResNet-18 / WRN-16-8 / ResNeXt-29-4-24,
-300 epochs, Co-Mixup protocol) and Tiny-ImageNet (PreActResNet-18), 3 seeds (SPECS §13.3).
+300 epochs, Co-Mixup protocol) and Tiny-ImageNet (PreActResNet-18), 3 seeds
+(docs/DESIGN.md#reproduction).
 
 The paper's multi-mix row uses PuzzleMix as the base method, which storm_jax does not
 implement; our rows are multi-mix over input mixup and over CutMix (K = 5), with the

@@ -1,6 +1,6 @@
 """Augmentation overhead vs accuracy (StoRM Figure 2) from finished runs.
 
-Overhead (SPECS §14.5): `(T_method - T_vanilla) / T_vanilla x 100 %` with T the
+Overhead (docs/DESIGN.md#metrics-overhead): `(T_method - T_vanilla) / T_vanilla x 100 %` with T the
 steady-state training time per image (compilation excluded), read from each run's
 `metrics.jsonl` (`summary_images_per_sec`, written by the trainer at the end of a run);
 accuracy from `eval_metrics.json` (`top1_acc`, written by `storm_jax.evaluate`) or, when

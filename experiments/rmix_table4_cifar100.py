@@ -1,4 +1,5 @@
-"""R-Mix Table 4: CIFAR-100 top-1 accuracy with the OneCycle schedule (SPECS §13.1, §13.3).
+"""R-Mix Table 4: CIFAR-100 top-1 accuracy with the OneCycle schedule (docs/DESIGN.md#protocols,
+#reproduction).
 
 PreActResNet-18, WRN-16-8, WRN-28-10 (400 epochs) and ResNeXt-29-4-24, 300 epochs.
 "Input" is input Mixup (alpha 1), "CutMix+" is CutMix (prob 1) trained with OneCycle.

@@ -1,5 +1,6 @@
 """R-Mix Table 6: CIFAR-100 PreActResNet-18 calibration and robustness — ECE (10 bins) and
-FGSM error at eps = 8/255 (SPECS §13.3, §14.2-3). Evaluates the Table 4 PreActResNet-18 runs.
+FGSM error at eps = 8/255 (docs/DESIGN.md#reproduction, #metrics-adversarial, #metrics-ece).
+Evaluates the Table 4 PreActResNet-18 runs.
 
   python -m experiments.rmix_table6_calibration commands   # or: run / aggregate
 """

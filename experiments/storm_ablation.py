@@ -13,7 +13,7 @@ learning rate (the CIFAR configs' 0.1 and half of it) for k=2, beta=1, then k=4 
       --table=storm_ablation_reduced --runs=runs        # Tiny-ImageNet prepared there
   python -m experiments.storm_ablation aggregate --table=storm_ablation_reduced --runs=runs
 
-k = 1 is Mixup with the clean CE term (SPECS §7). The StoRM paper's own ablation (its
+k = 1 is Mixup with the clean CE term (docs/DESIGN.md#storm). The StoRM paper's own ablation (its
 Appendix C) is not in our text, so there is no paper column. Two protocols: CIFAR-100
 PreActResNet-18 (Co-Mixup, 300 epochs) and Tiny-ImageNet (PuzzleMix, 1200 epochs).
 

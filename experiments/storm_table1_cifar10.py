@@ -1,4 +1,5 @@
-"""StoRM Table 1: CIFAR-10 test error, WRN-28-10, IPMix protocol, 3 seeds (SPECS §13.3).
+"""StoRM Table 1: CIFAR-10 test error, WRN-28-10, IPMix protocol, 3 seeds
+(docs/DESIGN.md#reproduction).
 
 Only StoRM's numbers survived the text extraction of the paper (3.02 ± 0.06 on WRN-28-10,
 3.86 ± 0.09 on ResNet-18); the baselines' paper column is therefore empty. ResNet-18 uses

@@ -1,4 +1,4 @@
-"""StoRM Table 2: CIFAR-100 top-1 / top-5 accuracy (SPECS §13.3).
+"""StoRM Table 2: CIFAR-100 top-1 / top-5 accuracy (docs/DESIGN.md#reproduction).
 
 PreActResNet-18, 1200 epochs (PuzzleMix/Manifold protocol) and WRN-28-10 (IPMix protocol).
 Methods storm_jax does not implement (PixMix, Guided-*, PuzzleMix, Co-Mixup, IPMix) are left

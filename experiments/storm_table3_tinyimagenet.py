@@ -1,7 +1,7 @@
 """StoRM Table 3: Tiny-ImageNet, PreActResNet-18 (stride-2 stem), PuzzleMix protocol.
 
-Top-1 / top-5 accuracy and FGSM error at eps = 4/255 (SPECS §13.3; the paper's table is
-partly garbled in extraction, the values are the reconstructed ones). The rows without a
+Top-1 / top-5 accuracy and FGSM error at eps = 4/255 (docs/DESIGN.md#reproduction; the paper's table
+is partly garbled in extraction, the values are the reconstructed ones). The rows without a
 paper number are the other methods of storm_jax on the same protocol.
 
   python -m experiments.storm_table3_tinyimagenet commands   # or: run / aggregate

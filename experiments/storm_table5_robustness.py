@@ -1,9 +1,9 @@
 """StoRM Table 5: CIFAR-100 PreActResNet-18 robustness — FGSM error (4/255) and mCE on
-CIFAR-100-C (19 corruptions x 5 severities, unnormalised; SPECS §14.4).
+CIFAR-100-C (19 corruptions x 5 severities, unnormalised; docs/DESIGN.md#metrics-mce).
 
 The paper's caption says CIFAR-10 but the text says CIFAR-100, and it calls StoRM's 76.04
-a top-1 accuracy although it is an FGSM error (SPECS §15 #16): reported here as CIFAR-100
-FGSM error. The models are the ones trained for Table 2 (same run directories).
+a top-1 accuracy although it is an FGSM error (docs/DESIGN.md#reproduction): reported here as
+CIFAR-100 FGSM error. The models are the ones trained for Table 2 (same run directories).
 
   python -m experiments.storm_table5_robustness commands   # or: run / aggregate
 """

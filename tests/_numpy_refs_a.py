@@ -1,7 +1,7 @@
 """Plain NumPy references (float64) for Mixup, CutMix, the Mixup/CutMix switch, HMix and GMix.
 
-Written from shared/SPECS.md §1-§5 (the reference codes' semantics), one sample at a time with
-Python integers for the box geometry, so they share no code with the JAX ops they check.
+Written from docs/DESIGN.md#mixup to #gmix (the reference codes' semantics), one sample at a time
+with Python integers for the box geometry, so they share no code with the JAX ops they check.
 Also test helpers used by the tests of these methods.
 """
 

@@ -28,7 +28,8 @@ import pytest
 
 @pytest.fixture
 def key_reuse_checked():
-  """Runs a test with jax's PRNG key-reuse checker on (PITFALLS: no key reuse in the step).
+  """Runs a test with jax's PRNG key-reuse checker on (docs/DESIGN.md#pitfalls: no key reuse in the
+  step).
 
   Used by the trainer's tests and the mixers' determinism test. Not on for the whole suite:
   the checker adds about a fifth to every compilation, and the suite is compile-bound.

@@ -63,7 +63,7 @@ def test_bad_method_argument():
 
 
 def test_tinyimagenet_protocol():
-  """PuzzleMix Tiny-ImageNet protocol (SPECS §13.1)."""
+  """PuzzleMix Tiny-ImageNet protocol (docs/DESIGN.md#protocols)."""
   config = load_config('tinyimagenet_storm')
   assert config.dataset.name == 'tiny_imagenet'
   assert config.model.name == 'preactresnet18' and config.model.kwargs.stem == 'tiny'

@@ -1,4 +1,4 @@
-"""Tests for storm_jax.mixing.cutmix (SPECS §2, §12; PITFALLS on CutMix boxes)."""
+"""Tests for storm_jax.mixing.cutmix (docs/DESIGN.md#cutmix, #property-tests, #pitfalls)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_unclipped_box_is_even_and_centred():
 
 @pytest.mark.parametrize('variant', ref.JIT_VARIANTS)
 def test_label_is_pixel_share_per_sample(variant):
-  """PITFALLS: the clipped-box label weight is 1 - pasted_area / HW per sample; T3, T6."""
+  """Clipped boxes: each label weight is 1 - pasted_area / HW; T3, T6 (docs/DESIGN.md#pitfalls)."""
   batch_size, height, width = 7, 32, 48
   x, y = ref.identity_batch(batch_size, height, width)
   m = mixing.get('cutmix', granularity='example')
@@ -116,7 +116,7 @@ def many_draws():
 
 
 def test_expected_corrected_lambda(many_draws):
-  """SPECS §2 / discrepancy 21: E[lam] = 0.5 but clipping gives E[lam'] ~ 0.70 at 32x32."""
+  """docs/DESIGN.md#cutmix-clipping: E[lam] = 0.5 but clipping gives E[lam'] ~ 0.70 at 32x32."""
   lam = many_draws['lam']
   box = box_bounds(many_draws['cy'], many_draws['cx'], jnp.sqrt(1 - lam), 32, 32)
   lam_corrected = 1 - np.asarray(box_fraction(box, 32, 32))

@@ -46,7 +46,7 @@ def _take(it, n):
 
 
 def test_tf_sees_no_gpu(monkeypatch):
-  # PITFALLS (flax #445): TF must leave the accelerators to JAX.
+  # docs/DESIGN.md#pitfalls (flax #445): TF must leave the accelerators to JAX.
   assert tf.config.get_visible_devices('GPU') == []
   # tensorflow-cpu has no GPU to hide, so also check that importing the package asks TF to.
   calls = []
@@ -85,7 +85,8 @@ def test_table_agrees_with_the_tfds_builders(name, tmp_path):
 
 
 def test_corrupted_names_load_their_own_config():
-  # PITFALLS (hendrycks/robustness #29): each name must load its config, not the default.
+  # docs/DESIGN.md#pitfalls (hendrycks/robustness #29): each name must load its config, not the
+  # default.
   names = data.corrupted_names('cifar100')
   assert len(names) == 19 * 5 and len(set(names)) == 95
   assert len(data.corrupted_names('cifar10', data.CIFAR_C_STANDARD_15)) == 75

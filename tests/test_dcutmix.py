@@ -1,4 +1,4 @@
-"""Tests of DCutMix and DMixup (SPECS §9).
+"""Tests of DCutMix and DMixup (docs/DESIGN.md#dcutmix).
 
 Compiling the Dirichlet sampler is slow on CPU, so most tests apply the ops to parameters
 drawn with NumPy (fixed seeds); the sampler itself is tested by a few compiled calls.
@@ -48,8 +48,8 @@ def _np_params(batch, K, alpha, seed, num=None):
 
 
 # ----------------------------------------------------------------------------------------
-# NumPy references written from SPECS §9 / clovaai/DCutMix `joint_dirichlet` (float64 as the
-# reference, which adds 1e-10 to the stick denominator and does not clamp the running
+# NumPy references written from docs/DESIGN.md#dcutmix / clovaai/DCutMix `joint_dirichlet` (float64
+# as the reference, which adds 1e-10 to the stick denominator and does not clamp the running
 # product), on fixed φ, permutations and offset uniforms.
 # ----------------------------------------------------------------------------------------
 
@@ -302,7 +302,7 @@ def test_sampler_distribution():
 
 
 def test_tiny_alpha_is_finite_for_both():
-  """PITFALLS: tiny α puts (almost) all mass on one image; no NaN; labels still shares."""
+  """Tiny α: (almost) all mass on one image, no NaN, labels are shares (docs/DESIGN.md#pitfalls)."""
   b = 40
   x, y = _identity_batch(b, 8, 12)
   params = jax.jit(lambda k: dc.sample_dcutmix(k, x.shape, K=5, alpha=1e-3))(jax.random.key(0))

@@ -1,5 +1,5 @@
-"""WSOL (SPECS §14.6): ground-truth boxes through the eval transform, and `evaluate --wsol`
-end to end on a fake Tiny-ImageNet written in the official layout."""
+"""WSOL (docs/DESIGN.md#metrics-wsol): ground-truth boxes through the eval transform, and
+`evaluate --wsol` end to end on a fake Tiny-ImageNet written in the official layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for storm_jax.mixing.gmix (SPECS §5: reference kernel, generalised to H != W)."""
+"""Tests for storm_jax.mixing.gmix: the reference kernel on H x W images (docs/DESIGN.md#gmix)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_centre_pixel_and_radial_monotonicity():
 
 @pytest.mark.parametrize('s', [0.1, 0.05])
 def test_centred_blob_mass(s):
-  """Blob mass ~ s for a centred small blob (SPECS §5: N=32, s=0.1 -> 0.1000 +- 1e-3)."""
+  """Blob mass ~ s for a centred small blob (docs/DESIGN.md#gmix: N=32, s=0.1 -> 0.1000 +- 1e-3)."""
   anchor_blob = float(jnp.mean(applied_mask(jnp.float32(s), 16, 16, 32, 32)))
   partner_blob = float(jnp.mean(applied_mask(jnp.float32(1 - s), 16, 16, 32, 32)))
   assert abs(anchor_blob - s) < 1e-3

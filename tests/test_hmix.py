@@ -1,4 +1,4 @@
-"""Tests for storm_jax.mixing.hmix (SPECS §4: reference-code semantics)."""
+"""Tests for storm_jax.mixing.hmix (docs/DESIGN.md#hmix: reference-code semantics)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
-"""Properties every registered mixer must have (SPECS §12 T1-T5, T11-T12; PITFALLS).
+"""Properties every registered mixer must have (docs/DESIGN.md#property-tests T1-T5, T11-T12;
+#pitfalls).
 
 The central trick: an "identity image" batch `x[b, h, w, :] = one_hot(b, B)` with labels
 `y = eye(B)`. After mixing, channel d of pixel (h, w) of output b is the weight of source d
 at that pixel, so per output image
   * the channel vector is a convex combination (T5): entries >= 0 summing to 1;
   * `x_mix[b].mean((H, W))` is the pixel share of every source, which must equal the mixed
-    label `y_mix[b]` (T3: label weight == pixel share; PITFALLS: weight orientation, images
-    and labels use the same partner index, clipped boxes, integer area ratios).
+    label `y_mix[b]` (T3: label weight == pixel share; docs/DESIGN.md#pitfalls: weight orientation,
+    images and labels use the same partner index, clipped boxes, integer area ratios).
 This holds for every method in the codebase, including Mixup (share = λ) and multi-mix.
 """
 
@@ -162,7 +163,7 @@ def test_batch_of_one_is_identity(name, hparams):
 
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
 def test_tiny_alpha_is_finite(name, hparams):
-  """T1 / PITFALLS: tiny concentration gives λ of exactly 0 or 1; no NaN may come out."""
+  """T1 (docs/DESIGN.md#pitfalls): tiny concentration gives λ of exactly 0 or 1, never NaN."""
   tiny = {k: 1e-3 for k in ('alpha', 'beta', 'mixup_alpha', 'cutmix_alpha')
           if k in mixing.hparam_names(name)}
   mixer = mixing.get(name, **{**hparams, **tiny})
@@ -201,7 +202,7 @@ def test_determinism_vmap_and_no_retrace(name, hparams, key_reuse_checked):
 
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
 def test_apply_probability(name, hparams):
-  """PITFALLS: the apply probability is applied once; empirical rate ~= p."""
+  """docs/DESIGN.md#pitfalls: the apply probability is applied once; empirical rate ~= p."""
   p = 0.3
   mixer = mixing.get(name, prob=p, **hparams)
   x, y = _identity_batch(4, 8, 12)
@@ -232,7 +233,7 @@ def test_apply_probability(name, hparams):
 
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
 def test_label_smoothing_applied_once(name, hparams):
-  """PITFALLS: rows sum to 1; classes absent from every source get exactly eps/N."""
+  """docs/DESIGN.md#pitfalls: rows sum to 1; classes absent from every source get exactly eps/N."""
   eps, extra = 0.1, 3
   mixer = mixing.get(name, label_smoothing=eps, **hparams)
   b = 6
@@ -291,7 +292,7 @@ def test_soft_cross_entropy_matches_optax():
   labels = jax.nn.softmax(jax.random.normal(jax.random.key(1), (5, 7)))
   np.testing.assert_allclose(mixing.soft_cross_entropy(logits, labels),
                              optax.softmax_cross_entropy(logits, labels), rtol=1e-6)
-  # Two one-hot sources: soft CE == lam * CE(a) + (1 - lam) * CE(b) (SPECS §0.5).
+  # Two one-hot sources: soft CE == lam * CE(a) + (1 - lam) * CE(b) (docs/DESIGN.md#losses).
   ya, yb, lam = jax.nn.one_hot(jnp.array([1] * 5), 7), jax.nn.one_hot(jnp.array([4] * 5), 7), 0.3
   np.testing.assert_allclose(
       mixing.soft_cross_entropy(logits, lam * ya + (1 - lam) * yb),

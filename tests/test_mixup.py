@@ -1,4 +1,4 @@
-"""Tests for storm_jax.mixing.mixup (SPECS §1, §12)."""
+"""Tests for storm_jax.mixing.mixup (docs/DESIGN.md#mixup, #property-tests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of multi-mix (SPECS §10).
+"""Tests of multi-mix (docs/DESIGN.md#multimix).
 
 Compiling the Beta sampler is slow on CPU, so most tests apply the op to parameters drawn
 with NumPy (fixed seeds); the sampler itself is tested by a few compiled calls.
@@ -53,7 +53,7 @@ def _np_params(shape, K, base, seed, num=None):
 
 
 def _np_multimix(x, y, params, base):
-  """SPECS §10 from the paper's convention: partner weight λ_k = 1 - lam_k, k-major rows."""
+  """docs/DESIGN.md#multimix, paper convention: partner weight λ_k = 1 - lam_k, k-major rows."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   b, h, w, _ = x.shape
   perm = np.asarray(params['perm'])

@@ -1,4 +1,5 @@
-"""Tests for Region Mixup (storm_jax/mixing/region_mixup.py), SPECS §6 and §12.
+"""Tests for Region Mixup (storm_jax/mixing/region_mixup.py), docs/DESIGN.md#region-mixup and
+#property-tests.
 
 The NumPy reference slices the fixed grid `[floor(j H / k), floor((j+1) H / k)) x
 [floor(i W / k), floor((i+1) W / k))` directly, independently of StoRM's code.

@@ -1,4 +1,4 @@
-"""Tests of R-Mix and its input-gradient saliency (SPECS §8).
+"""Tests of R-Mix and its input-gradient saliency (docs/DESIGN.md#rmix).
 
 Compiling the Beta sampler is slow on CPU, so most tests apply the op to parameters drawn
 with NumPy (fixed seeds); the sampler itself is tested by a few compiled calls.
@@ -183,7 +183,7 @@ def test_q_zero_is_mixup(saliency):
     (4, [16, 14, 12, 11, 9, 7, 6, 4, 2, 1]),
 ])
 def test_top_patch_counts(p, expected):
-  """SPECS §8 step 3: number of top patches for each q in linspace(0, .99, 10)."""
+  """docs/DESIGN.md#rmix-mask: number of top patches for each q in linspace(0, .99, 10)."""
   h, w = 8, 12
   b = len(A10)
   rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Tests for StoRM (storm_jax/mixing/storm.py), SPECS §7 and §12.
+"""Tests for StoRM (storm_jax/mixing/storm.py), docs/DESIGN.md#storm and #property-tests.
 
 A slicing NumPy implementation written from the paper's Eqs. 1-5 is the reference: it cuts
 each image into the k x k rectangles `[ceil(p^h_{j-1}), ceil(p^h_j)) x [ceil(p^w_{i-1}),
@@ -149,7 +149,7 @@ def test_label_weight_equals_pixel_share(hp, jit):
     assert (np.asarray(y_mix) >= 0).all()
     np.testing.assert_allclose(np.asarray(y_mix).sum(-1), 1.0, atol=1e-6)
     np.testing.assert_allclose(y_mix, share, atol=1e-6)
-    # The anchor's weight is fractional (PITFALLS: integer area ratios), not 0 or 1.
+    # The anchor's weight is fractional (docs/DESIGN.md#pitfalls: integer area ratios), not 0 or 1.
     assert np.any((np.diag(share) > 1e-3) & (np.diag(share) < 1 - 1e-3))
 
 

@@ -1,4 +1,4 @@
-"""Tests for storm_jax.mixing.switch: Stochastic Mixup & CutMix (SPECS §3, timm semantics)."""
+"""Tests for storm_jax.mixing.switch, Stochastic Mixup & CutMix as timm (docs/DESIGN.md#switch)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ folder, the `.npy` files directly, or the tar; only when none is there does it d
 
 One config per (corruption, severity), named `<corruption>_<severity>` as tfds'
 `cifar10_corrupted` does, each with a single `test` split of 10,000 images; all 19 official
-corruptions (SPECS §14.4).
+corruptions (docs/DESIGN.md#metrics-mce).
 """
 
 from __future__ import annotations

@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 
 # The 19 corruptions of the official CIFAR-10-C / CIFAR-100-C releases (file names of the
-# `.npy` files). SPECS §14.4: StoRM reports mCE over all 19.
+# `.npy` files). docs/DESIGN.md#metrics-mce: StoRM reports mCE over all 19.
 CIFAR_C_CORRUPTIONS = (
     'brightness', 'contrast', 'defocus_blur', 'elastic_transform', 'fog', 'frost',
     'gaussian_blur', 'gaussian_noise', 'glass_blur', 'impulse_noise', 'jpeg_compression',
     'motion_blur', 'pixelate', 'saturate', 'shot_noise', 'snow', 'spatter', 'speckle_noise',
     'zoom_blur')
-# The 15 "standard" corruptions used by AugMix/IPMix-style evaluation (SPECS §14.4).
+# The 15 "standard" corruptions used by AugMix/IPMix-style evaluation (docs/DESIGN.md#metrics-mce).
 CIFAR_C_STANDARD_15 = (
     'gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur',
     'motion_blur', 'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast',

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the papers (SPECS §14), as pure functions.
+"""Evaluation metrics of the papers (docs/DESIGN.md#metrics), as pure functions.
 
   from storm_jax import evaluation as ev
   ev.accuracy(logits, labels, k=5, mask=mask)             # top-k accuracy; ev.error = 1 - acc

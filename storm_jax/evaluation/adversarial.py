@@ -1,4 +1,4 @@
-"""White-box l-inf attacks in [0, 1] pixel space: FGSM and PGD (SPECS §14.2).
+"""White-box l-inf attacks in [0, 1] pixel space: FGSM and PGD (docs/DESIGN.md#metrics-adversarial).
 
 The attacked function maps *un-normalised* images in [0, 1] to logits, with the mean/std
 normalisation inside it (`normalized_logits_fn`) and the model in eval mode. Epsilon is
@@ -18,7 +18,7 @@ from storm_jax.utils import images
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
-# The budgets the papers report (SPECS §14.2), in [0, 1] pixel units.
+# The budgets the papers report (docs/DESIGN.md#metrics-adversarial), in [0, 1] pixel units.
 FGSM_EPSILONS = (4 / 255, 8 / 255)      # StoRM / PuzzleMix 4/255; R-Mix / PuzzleMix 8/255
 PUZZLEMIX_PGD = {'epsilon': 4 / 255, 'step_size': 2 / 255, 'num_steps': 20,
                  'random_start': True}

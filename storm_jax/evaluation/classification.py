@@ -1,4 +1,5 @@
-"""Classification and calibration metrics (SPECS §14.1, §14.3): accuracy, NLL, ECE, temperature.
+"""Classification and calibration metrics (docs/DESIGN.md#metrics-accuracy, #metrics-ece): accuracy,
+NLL, ECE, temperature.
 
 All functions take whole arrays (concatenate the eval batches first) and an optional boolean
 `mask` [N] that drops padded examples, so a padded last batch changes nothing. Values are
@@ -61,7 +62,8 @@ def nll(logits: jax.Array, labels: jax.Array, *, mask: jax.Array | None = None) 
 
 def calibration_bins(probs: jax.Array, labels: jax.Array, *, n_bins: int = 10,
                      mask: jax.Array | None = None) -> dict[str, jax.Array]:
-  """Per-bin statistics of the max-softmax confidence, bins ((m-1)/M, m/M] (SPECS §14.3).
+  """Per-bin statistics of the max-softmax confidence, bins ((m-1)/M, m/M]
+  (docs/DESIGN.md#metrics-ece).
 
   Args:
     probs: [N, C] class probabilities.

@@ -1,4 +1,4 @@
-"""Corruption robustness: mCE over CIFAR-10-C / CIFAR-100-C (SPECS §14.4).
+"""Corruption robustness: mCE over CIFAR-10-C / CIFAR-100-C (docs/DESIGN.md#metrics-mce).
 
 CE_c = mean over severities of the top-1 error on corruption c; mCE = mean over corruptions,
 *unnormalised* (the ImageNet-C AlexNet normalisation is not used for CIFAR). PuzzleMix's

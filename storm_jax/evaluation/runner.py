@@ -1,4 +1,4 @@
-"""Evaluates the latest checkpoint of a run with the papers' metrics (SPECS §14).
+"""Evaluates the latest checkpoint of a run with the papers' metrics (docs/DESIGN.md#metrics).
 
   from storm_jax.evaluation import runner
   metrics = runner.evaluate_checkpoint(config, workdir, fgsm_eps=(4, 8), wsol=True)
@@ -14,10 +14,10 @@ temperature-scaled ECE (T fitted on the evaluated split: an oracle temperature, 
 `evaluation.temperature_scaled_ece`), FGSM error at each epsilon (in 1/255 pixel units;
 normalisation inside the model, eval mode), optionally PGD error, and mCE over CIFAR-10-C /
 CIFAR-100-C (unnormalised, the corruption set configurable), and with `wsol` the CAM
-weakly-supervised localisation accuracy (SPECS §14.6; `evaluation.wsol`): `wsol_loc_acc`
-(% of images whose CAM box has IoU >= 0.5 with a ground-truth box AND whose top-1 prediction
-is right) and `wsol_gt_known_loc_acc` (the IoU condition alone). WSOL needs a dataset with
-boxes (tiny_imagenet, caltech_birds2011, cars196; tfds imagenet2012 has no validation boxes).
+weakly-supervised localisation accuracy (docs/DESIGN.md#metrics-wsol; `evaluation.wsol`):
+`wsol_loc_acc` (% of images whose CAM box has IoU >= 0.5 with a ground-truth box AND whose top-1
+prediction is right) and `wsol_gt_known_loc_acc` (the IoU condition alone). WSOL needs a dataset
+with boxes (tiny_imagenet, caltech_birds2011, cars196; tfds imagenet2012 has no validation boxes).
 Boxes go through the same resize / centre crop as the images (`data.eval_iterator(...,
 with_boxes=True)`); batching does not change the result (eval-mode BatchNorm; Co-Mixup used
 batch 1). The eval path never mixes.
@@ -202,7 +202,7 @@ def evaluate_checkpoint(config, workdir: str, *, fgsm_eps: Sequence[float] = (4,
 
   Args (beyond the `python -m storm_jax.evaluate` flags of the same names): `wsol` adds
   'wsol_loc_acc' and 'wsol_gt_known_loc_acc' (%) with CAM threshold `wsol_cam_threshold`
-  (SPECS §14.6).
+  (docs/DESIGN.md#metrics-wsol).
 
   Returns:
     The metrics dict (also merged into `workdir/eval_metrics.json`).

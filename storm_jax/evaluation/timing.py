@@ -1,4 +1,4 @@
-"""Step timing for the augmentation-overhead measure (SPECS §14.5).
+"""Step timing for the augmentation-overhead measure (docs/DESIGN.md#metrics-overhead).
 
 Overhead = (T_method - T_vanilla) / T_vanilla, from *steady-state* step times measured with
 `block_until_ready`, same input pipeline and settings; compilation is timed and reported

@@ -1,4 +1,5 @@
-"""Weakly-supervised object localisation with CAM (SPECS §14.6; Co-Mixup's WSOL protocol).
+"""Weakly-supervised object localisation with CAM (docs/DESIGN.md#metrics-wsol; Co-Mixup's WSOL
+protocol).
 
 Pipeline per image (device part jit-able, box extraction on host):
   1. CAM = sum_c w[c, y_hat] F[..., c] with y_hat the predicted top-1 class, F the last conv

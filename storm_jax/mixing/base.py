@@ -9,8 +9,8 @@ wrapped in a `Mixer` that adds the options every method shares (apply probabilit
 label smoothing) and validates its inputs. `get(name, **hparams)` builds a mixer from the
 registry; hyper-parameters are checked there, before anything is traced.
 
-Conventions (SPECS §0): `x` is `[B, H, W, C]` float (axis 1 = height, axis 2 = width),
-`y` is `[B, N]` soft labels, and λ is the weight of the anchor `x[b]` (the un-permuted
+Conventions (docs/DESIGN.md#conventions): `x` is `[B, H, W, C]` float (axis 1 = height, axis 2 =
+width), `y` is `[B, N]` soft labels, and λ is the weight of the anchor `x[b]` (the un-permuted
 sample). Labels come out as the share of each source's pixels in the mixed image.
 
 Integer images (uint8, as the input pipeline delivers them) are mixed in float32 and rounded
@@ -84,7 +84,7 @@ def check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
 
 
 def partner(key: jax.Array, batch_size: int, pairing: str = 'perm') -> jax.Array:
-  """Partner indices `π` (int32[B]): sample b is mixed with sample `π[b]` (SPECS §0.3).
+  """Partner indices `π` (int32[B]): sample b is mixed with sample `π[b]` (docs/DESIGN.md#pairing).
 
   `perm` is a uniform random permutation (has fixed points, ~1 on average); `flip` pairs
   b with B-1-b (one fixed point when B is odd); `roll` pairs b with b-1 (none for B >= 2).
@@ -166,7 +166,7 @@ class Mixer:
       draw fails, images and (smoothed) labels pass through unchanged.
     label_smoothing: applied once, to `y`, before mixing.
     clean_loss_weight: weight of the clean term `CE(f(x), y)` the method's objective
-      adds to `CE(f(x_mix), y_mix)` (1 for StoRM and Region Mixup, SPECS §6-§7).
+      adds to `CE(f(x_mix), y_mix)` (1 for StoRM and Region Mixup, docs/DESIGN.md#storm-loss).
     needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix, SaliencyMix).
     saliency_kind: which map the trainer passes when `needs_saliency`: `'input_gradient'`
       (R-Mix: |d loss / d x| of the current model) or `'fine_grained'` (SaliencyMix: OpenCV's

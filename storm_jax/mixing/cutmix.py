@@ -1,10 +1,10 @@
 """CutMix (Yun et al., 2019): paste a box of the partner; label = realised pixel share.
 
 The box follows the reference `rand_bbox` (CutMix-PyTorch == timm == torchvision v2) to the
-pixel (SPECS §2): integer centre uniform over the pixels, side `floor(size * sqrt(1 - lam))`,
-half-extent `cut // 2` on both sides of the centre (so an unclipped box is `2 * (cut // 2)`
-wide), clipped to the image. The label weight of the anchor is corrected to the realised
-share `1 - box_area / (H W)` (`correct_lam=True`, as both references).
+pixel (docs/DESIGN.md#cutmix): integer centre uniform over the pixels, side
+`floor(size * sqrt(1 - lam))`, half-extent `cut // 2` on both sides of the centre (so an unclipped
+box is `2 * (cut // 2)` wide), clipped to the image. The label weight of the anchor is corrected to
+the realised share `1 - box_area / (H W)` (`correct_lam=True`, as both references).
 
 Public box helpers, shared with HMix, the Mixup/CutMix switch and multi-mix. All of them
 broadcast over any leading shape `[...]` (a scalar for per-batch boxes, `[B]` per example):
@@ -114,7 +114,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, pairing: str,
     key: a `jax.random.key`.
     shape: the static image-batch shape `(B, H, W, C)`.
     alpha: Beta concentration (CutMix's beta).
-    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    pairing: `'perm'`, `'flip'` or `'roll'` (docs/DESIGN.md#pairing).
     granularity: `'batch'` (one lam and box) or `'example'` (one per sample).
 
   Returns:

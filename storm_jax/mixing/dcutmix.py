@@ -1,4 +1,4 @@
-"""DCutMix and DMixup: K-image mixing with Dirichlet weights (SPECS §9).
+"""DCutMix and DMixup: K-image mixing with Dirichlet weights (docs/DESIGN.md#dcutmix).
 
 Per example `φ_b ~ Dir(α·1_K)`; K-1 independent batch permutations `π_1..π_{K-1}` pick the
 extra images (`params['perms']`, int32[K-1, B]); image 0 is the anchor.
@@ -69,7 +69,7 @@ def sample_dcutmix(key: jax.Array, shape: Sequence[int], *, K: int = 3,
 
 def nested_boxes(phi: jax.Array, offsets: jax.Array, height: int,
                  width: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """The DCutMix nested integer boxes (SPECS §9.2).
+  """The DCutMix nested integer boxes (docs/DESIGN.md#dcutmix).
 
   Args:
     phi: `[B, K]` float Dirichlet weights (rows on the simplex).
@@ -113,7 +113,7 @@ def nested_boxes(phi: jax.Array, offsets: jax.Array, height: int,
 
 def apply_dcutmix(params: dict[str, jax.Array], x: jax.Array,
                   y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Pastes the nested boxes of `params` (SPECS §9.2); deterministic.
+  """Pastes the nested boxes of `params` (docs/DESIGN.md#dcutmix); deterministic.
 
   Args:
     params: `{'phi': [B, K], 'perms': int32[K-1, B], 'offsets': [K-1, B, 2]}`.
@@ -149,7 +149,7 @@ def apply_dcutmix(params: dict[str, jax.Array], x: jax.Array,
 
 def apply_dmixup(params: dict[str, jax.Array], x: jax.Array,
                  y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """`x̃ = φ_1 x + Σ_{k>=2} φ_k x[π_{k-1}]` and the same for labels (SPECS §9.3).
+  """`x̃ = φ_1 x + Σ_{k>=2} φ_k x[π_{k-1}]` and the same for labels (docs/DESIGN.md#dmixup).
 
   Written as `x + Σ_{k>=2} φ_k (x[π_{k-1}] - x)`, which keeps a self-paired sample exactly
   unchanged.
@@ -179,7 +179,7 @@ def _check(K, alpha):
 
 @base.register('dcutmix')
 def make_dcutmix(*, K: int = 3, alpha: float = 1.0) -> base.Mixer:
-  """DCutMix mixer (SPECS §9.2): K images, nested boxes from Dirichlet stick-breaking."""
+  """DCutMix mixer: K images, nested boxes, Dirichlet stick-breaking (docs/DESIGN.md#dcutmix)."""
   _check(K, alpha)
   return base.Mixer('dcutmix', {}, functools.partial(sample_dcutmix, K=K, alpha=alpha),
                     apply_dcutmix)
@@ -187,7 +187,7 @@ def make_dcutmix(*, K: int = 3, alpha: float = 1.0) -> base.Mixer:
 
 @base.register('dmixup')
 def make_dmixup(*, K: int = 3, alpha: float = 1.0) -> base.Mixer:
-  """DMixup mixer (SPECS §9.3): K-image convex combination with Dirichlet weights."""
+  """DMixup mixer (docs/DESIGN.md#dmixup): K-image convex combination with Dirichlet weights."""
   _check(K, alpha)
   return base.Mixer('dmixup', {}, functools.partial(sample_dmixup, K=K, alpha=alpha),
                     apply_dmixup)
@@ -213,7 +213,7 @@ def dcutmix(key: jax.Array, x: jax.Array, y: jax.Array,
   round-half-to-even sides and a uniform integer offset inside the previous box, labels from
   realised areas (the Algorithm's K=2 label bug and `/W×H` precedence slip are not copied).
   K=1 is the identity (the reference draws an empty box). Boxes on non-square images use the
-  H and W of SPECS §0.1 (the reference calls the height axis "W").
+  H and W of docs/DESIGN.md#conventions (the reference calls the height axis "W").
 
   References:
     Jeong et al., "Observations on K-image expansion of image-mixing augmentation",

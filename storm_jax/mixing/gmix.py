@@ -1,10 +1,10 @@
 """GMix (Gaussian Mixup; Park, Yun, Chun, NeurIPS 2022): a Gaussian blob of one image.
 
-Follows the reference `naver-ai/hmix-gmix` (`gmix_gaussian_kernel`, `_mix_batch`), SPECS §5,
-generalised to H != W: with `s = min(lam, 1 - lam)` and a pixel centre `(cy, cx)`,
-`G[h, w] = exp(-pi ((h - cy)^2 + (w - cx)^2) / (s H W))` (blob mass ~ s H W). The smaller side
-gets the blob: the anchor's weight is `M = G` when `lam < 0.5` and `M = 1 - G` otherwise, and its
-label weight is the realised `mean(M)`.
+Follows the reference `naver-ai/hmix-gmix` (`gmix_gaussian_kernel`, `_mix_batch`),
+docs/DESIGN.md#gmix, generalised to H != W: with `s = min(lam, 1 - lam)` and a pixel centre
+`(cy, cx)`, `G[h, w] = exp(-pi ((h - cy)^2 + (w - cx)^2) / (s H W))` (blob mass ~ s H W). The
+smaller side gets the blob: the anchor's weight is `M = G` when `lam < 0.5` and `M = 1 - G`
+otherwise, and its label weight is the realised `mean(M)`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float,
     key: a `jax.random.key`.
     shape: the static image-batch shape `(B, H, W, C)`.
     alpha: Beta concentration of lam.
-    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    pairing: `'perm'`, `'flip'` or `'roll'` (docs/DESIGN.md#pairing).
 
   Returns:
     `{'lam': float32 [], 'cy': int32 [], 'cx': int32 [], 'perm': int32 [B]}`.

@@ -1,7 +1,7 @@
 """HMix (Park, Yun, Chun, NeurIPS 2022): a CutMix box pasted into a Mixup of the rest.
 
-Follows the reference `naver-ai/hmix-gmix` ("bug fixed" `_mix_batch`), SPECS §4: the box side
-is `sqrt(1 - lam) * sqrt(r)` of the image side (CutMix centre and clipping rules), box pixels
+Follows the reference `naver-ai/hmix-gmix` ("bug fixed" `_mix_batch`), docs/DESIGN.md#hmix: the box
+side is `sqrt(1 - lam) * sqrt(r)` of the image side (CutMix centre and clipping rules), box pixels
 come from the partner, and outside the box the anchor has weight `m = lam / c`, with `c` the
 *realised* out-of-box fraction. The anchor's pixel share `m * c` is then `lam`, which is also
 its label weight: `mean(M) = lam` exactly (up to float rounding), r = 0 is exactly Mixup.
@@ -36,7 +36,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, r: float,
     r_gamma: if not None, `r ~ Beta(r_gamma, r_gamma)`.
     mixup_alpha: if > 0, a Mixup batch with `lam ~ Beta(mixup_alpha)` w.p. `1 - switch_prob`.
     switch_prob: probability of an HMix batch when `mixup_alpha > 0`.
-    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    pairing: `'perm'`, `'flip'` or `'roll'` (docs/DESIGN.md#pairing).
 
   Returns:
     `{'lam': float32 [], 'r': float32 [], 'cy': int32 [], 'cx': int32 [], 'branch': int32 [],

@@ -1,4 +1,4 @@
-"""Losses the mixing methods train with (SPECS §0.5, §6, §7).
+"""Losses the mixing methods train with (docs/DESIGN.md#losses, #storm-loss).
 
 Written in plain JAX so the ops package needs only jax and numpy; `soft_cross_entropy`
 equals `optax.softmax_cross_entropy` (tested).
@@ -26,7 +26,8 @@ def soft_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def softmax_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example `BCELoss(softmax(z), y)` of the PuzzleMix / Co-Mixup codebases (SPECS §0.5).
+  """Per-example `BCELoss(softmax(z), y)` of the PuzzleMix / Co-Mixup codebases
+  (docs/DESIGN.md#losses).
 
   `-mean_c [y_c log p_c + (1 - y_c) log(1 - p_c)]` with `p = softmax(z)` and each log
   clamped at -100 as `torch.nn.BCELoss` does; the batch mean of this is `BCELoss`'s mean over

@@ -1,7 +1,7 @@
 """Mixup (Zhang et al., 2018): a convex combination of two images and of their labels.
 
-`x_mix[b] = lam * x[b] + (1 - lam) * x[perm[b]]` and the same for the labels (SPECS §1), with
-`lam ~ Beta(alpha, alpha)` drawn once per batch (the reference codes) or once per example.
+`x_mix[b] = lam * x[b] + (1 - lam) * x[perm[b]]` and the same for the labels (docs/DESIGN.md#mixup),
+with `lam ~ Beta(alpha, alpha)` drawn once per batch (the reference codes) or once per example.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, alpha: float, pairing: str,
     key: a `jax.random.key`.
     shape: the static image-batch shape `(B, H, W, C)`.
     alpha: Beta concentration.
-    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    pairing: `'perm'`, `'flip'` or `'roll'` (docs/DESIGN.md#pairing).
     granularity: `'batch'` (one lam) or `'example'` (one per sample).
 
   Returns:
@@ -90,7 +90,7 @@ def mixup(key: jax.Array, x: jax.Array, y: jax.Array, **hparams) -> tuple[jax.Ar
     x: `[B, H, W, C]` float images (any H, W, C).
     y: `[B, N]` float32 soft (e.g. one-hot) labels.
     **hparams: `alpha=1.0` (Beta concentration; < 1 still mixes), `pairing='perm'` (`'perm'`,
-      `'flip'`, `'roll'`, SPECS §0.3), `granularity='batch'` (one `lam` per batch as the
+      `'flip'`, `'roll'`, docs/DESIGN.md#pairing), `granularity='batch'` (one `lam` per batch as the
       references, or `'example'`: one per sample), plus the shared `prob=1.0` (probability of
       mixing the batch) and `label_smoothing=0.0`.
 

@@ -1,4 +1,4 @@
-"""multi-mix: K interpolations of every pair in one step (SPECS §10).
+"""multi-mix: K interpolations of every pair in one step (docs/DESIGN.md#multimix).
 
 The paper writes `mix(z, z'; λ) = (1 - λ) z + λ z'` (λ = the PARTNER's weight) and draws K
 values `λ_1 < ... < λ_K` from `Beta(α, α)`, shared by the batch, with one pairing π for all K.
@@ -102,7 +102,7 @@ def multimix(key: jax.Array, x: jax.Array, y: jax.Array,
   The paper's λ is the partner's weight; `params['lam']` stores the anchor's `1 - λ_k`. The
   CutMix extension's integer geometry and labels are not specified in the paper: we use
   CutMix's box (integer centre, `floor(side * sqrt(λ_k))`, clipping) and its realised-area
-  label (SPECS §15 #18). The evaluated PuzzleMix extension is not implemented here.
+  label (docs/DESIGN.md#multimix). The evaluated PuzzleMix extension is not implemented here.
 
   References:
     Shen, Yu, Yang, Kwok, "Mixup with multiple interpolations" (multi-mix).

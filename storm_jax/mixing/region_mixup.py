@@ -1,9 +1,9 @@
 """Region Mixup (Saha & Garain, 2024): a fixed k x k grid, one donor and one λ per tile.
 
 Region Mixup is StoRM (`storm.py`) with deterministic, equispaced boundaries
-`floor(i * H / k)` and `floor(i * W / k)`, i = 1..k-1 (SPECS §6): `sample` draws the k² λ's and
-donors and `apply` is StoRM's `apply`, so the two methods agree bit-exactly given the same
-`lam`, `perms` and boundaries.
+`floor(i * H / k)` and `floor(i * W / k)`, i = 1..k-1 (docs/DESIGN.md#region-mixup): `sample` draws
+the k² λ's and donors and `apply` is StoRM's `apply`, so the two methods agree bit-exactly given the
+same `lam`, `perms` and boundaries.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def region_mixup(key: jax.Array, x: jax.Array, y: jax.Array,
   Raises:
     ValueError: a bad hyper-parameter (the message names it).
 
-  Deviations (no reference code exists; SPECS §6, §15 #17): the paper weights every tile's
+  Deviations (no reference code exists; docs/DESIGN.md#region-mixup): the paper weights every tile's
   label by `1/k²`; we use the realised tile areas, identical when k divides H and W and
   keeping label weight == pixel share otherwise (the floor rule spreads the remainder).
   Whether λ is drawn per batch or per example is not stated; per batch is the default.

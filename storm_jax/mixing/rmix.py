@@ -1,4 +1,4 @@
-"""R-Mix: saliency-guided mixup through random gradient thresholding (SPECS §8).
+"""R-Mix: saliency-guided mixup through random gradient thresholding (docs/DESIGN.md#rmix).
 
 Per batch: one grid side `p` drawn from `grid_sizes`, one `λ ~ Beta(α, α)` and one pairing
 `π`. Per example: a percentile `q_b` drawn uniformly from `linspace(0, 0.99, K)`. The
@@ -12,7 +12,7 @@ whose patch is top is copied. Labels are the realised pixel shares:
   ỹ = w_e (λ y + (1 - λ) y_π) + w_1 y + w_2 y_π     (anchor share w_e λ + w_1).
 
 `p` is the number of patches per side (reference `num_patches`, pooling kernel `H // p` by
-`W // p`), not the pooling kernel of the paper's Eq. 3 (SPECS §15 #8). The sampled
+`W // p`), not the pooling kernel of the paper's Eq. 3 (docs/DESIGN.md#rmix-mask). The sampled
 quantities are `perm`, `lam`, `grid` (index into `grid_sizes`) and `q`; the saliency is
 kept in the params so that `apply` builds the masks from whatever `q` / `grid` it is given.
 """
@@ -66,7 +66,7 @@ def _grid_mask(saliency: jax.Array, q: jax.Array, p: int) -> jax.Array:
 
 def saliency_mask(saliency: jax.Array, q: jax.Array, grid: jax.Array,
                   grid_sizes: Sequence[int]) -> jax.Array:
-  """The R-Mix top-salient mask `m` at full resolution (SPECS §8.1 steps 2-3).
+  """The R-Mix top-salient mask `m` at full resolution (docs/DESIGN.md#rmix-mask).
 
   Args:
     saliency: `[B, H, W]` float; non-negative saliency per pixel.
@@ -125,7 +125,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, saliency: jax.Array, alpha: 
 
 def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
           grid_sizes: Sequence[int] = (2, 4)) -> tuple[jax.Array, jax.Array]:
-  """Mixes a batch with the drawn params (SPECS §8.1 steps 5-7); deterministic.
+  """Mixes a batch with the drawn params (docs/DESIGN.md#rmix-labels); deterministic.
 
   Args:
     params: from `sample`; the masks are rebuilt here from `saliency`, `q` and `grid`
@@ -158,8 +158,8 @@ def input_gradient_saliency(logits_fn: Callable[[jax.Array], jax.Array], x: jax.
   """R-Mix / PuzzleMix saliency: RMS over channels of the input gradient of the loss.
 
   `s[b, h, w] = sqrt(mean_c g[b, h, w, c]^2)` with `g = d/dx mean_b CE(logits_fn(x)_b, y_b)`
-  (SPECS §8.1 step 1). The result is under `stop_gradient`: no gradient flows back through
-  the saliency (reference: `torch.no_grad()`).
+  (docs/DESIGN.md#rmix-saliency). The result is under `stop_gradient`: no gradient flows back
+  through the saliency (reference: `torch.no_grad()`).
 
   Args:
     logits_fn: `x -> logits [B, N]` (or `x -> (logits, aux)` with `has_aux=True`, e.g. to
@@ -198,7 +198,7 @@ def _check_grid_sizes(grid_sizes) -> tuple[int, ...]:
 @base.register('rmix')
 def make(*, alpha: float = 1.0, grid_sizes: Sequence[int] = (2, 4), num_thresholds: int = 10,
          pairing: str = 'perm', clean_weight: float = 0.0) -> base.Mixer:
-  """R-Mix mixer; `sample` needs `saliency=[B, H, W]` (SPECS §8).
+  """R-Mix mixer; `sample` needs `saliency=[B, H, W]` (docs/DESIGN.md#rmix).
 
   Args:
     alpha: Beta concentration of λ (CIFAR 1.0, ImageNet 0.2).

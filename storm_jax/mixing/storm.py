@@ -1,7 +1,7 @@
 """StoRM, Stochastic Region Mixup: a random k x k partition, one donor and one λ per tile.
 
 The image is cut into k x k axis-aligned tiles by k-1 random points along the width and
-k-1 along the height (SPECS §7). Tile `t` of sample `b` becomes
+k-1 along the height (docs/DESIGN.md#storm). Tile `t` of sample `b` becomes
 `lam[t] * x[b] + (1 - lam[t]) * x[perms[t, b]]` and the label is the same mix weighted by
 the tile's realised integer area. Region Mixup (`region_mixup.py`) is this op with fixed
 equispaced boundaries and shares `apply`.
@@ -168,16 +168,16 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mixes `x: [B, H, W, C]` and `y: [B, N]` with `params` from `sample` (float32 out).
 
-  Implementation (SPECS §0.6, §7): no permuted copy of the batch is ever built. Inside a
-  row band, tile `(i, j)` of output row `(b, h)` is a contiguous segment of source row
+  Implementation (docs/DESIGN.md#storm-implementation): no permuted copy of the batch is ever built.
+  Inside a row band, tile `(i, j)` of output row `(b, h)` is a contiguous segment of source row
   `(perms[i*k + j, b], h)`. For each of the k column bands we therefore gather whole rows
   of `x` viewed as `[B*H, W, C]` (contiguous, vectorised loads) and keep each pixel from the
   band it lies in. XLA fuses the k row gathers, the per-pixel band select and the
   interpolation into one loop over the output, so memory does not grow with k (the only
   buffers are the output and `[B, H]`-sized tables; tested). The price is k candidate
-  loads per output value instead of one; a per-pixel source-index gather (SPECS recipe:
-  one load) computes the same numbers but measured 1.3-2x slower on CPU for k = 2..4,
-  because XLA:CPU does not vectorise a gather of C-element pixels.
+  loads per output value instead of one; a per-pixel source-index gather
+  (docs/DESIGN.md#storm-implementation: one load) computes the same numbers but measured 1.3-2x
+  slower on CPU for k = 2..4, because XLA:CPU does not vectorise a gather of C-element pixels.
 
   Args:
     params: `{'lam', 'perms', 'points_h', 'points_w'}` as drawn by `sample` (the module
@@ -278,8 +278,8 @@ def storm(key: jax.Array, x: jax.Array, y: jax.Array, **hparams) -> tuple[jax.Ar
     ValueError: a bad hyper-parameter (the message names it), or `points='distinct'` with
       `k > min(H, W)`.
 
-  Deviations from the paper's text (SPECS §7, §15 #15): boundaries are drawn per batch by
-  default (Algorithm 1; §3.2 says per image: `granularity='example'`); the paper's strict
+  Deviations from the paper's text (docs/DESIGN.md#storm-partition): boundaries are drawn per batch
+  by default (Algorithm 1; §3.2 says per image: `granularity='example'`); the paper's strict
   inequalities `p_1 < ... < p_{k-1}` are not enforced for continuous points, so colliding
   points leave empty tiles, which get zero label weight; integer boundaries are
   `ceil(p)` (Eq. 1 applied to integer pixel coordinates). The paper leaves k and β to an

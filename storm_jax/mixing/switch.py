@@ -2,8 +2,8 @@
 
 Each batch (`granularity='batch'`, timm 'batch' mode) or each sample (`'example'`, timm 'elem'
 mode) is either a Mixup with `lam ~ Beta(mixup_alpha)` or a CutMix with `lam ~ Beta(cutmix_alpha)`
-and the corrected label `lam' = 1 - box_area / (H W)` (SPECS §3). `params['branch']` records
-which one ran (0 = Mixup, 1 = CutMix).
+and the corrected label `lam' = 1 - box_area / (H W)` (docs/DESIGN.md#switch). `params['branch']`
+records which one ran (0 = Mixup, 1 = CutMix).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixup_alpha: float, cutmix_a
     mixup_alpha: Beta concentration of the Mixup branch (0: branch disabled).
     cutmix_alpha: Beta concentration of the CutMix branch (0: branch disabled).
     switch_prob: probability of the CutMix branch.
-    pairing: `'perm'`, `'flip'` or `'roll'` (SPECS §0.3).
+    pairing: `'perm'`, `'flip'` or `'roll'` (docs/DESIGN.md#pairing).
     granularity: `'batch'` (timm 'batch') or `'example'` (timm 'elem').
 
   Returns:
@@ -113,10 +113,11 @@ def mixup_cutmix(key: jax.Array, x: jax.Array, y: jax.Array,
                  **hparams) -> tuple[jax.Array, jax.Array]:
   """Stochastic Mixup & CutMix: CutMix with probability `switch_prob`, otherwise Mixup.
 
-  timm semantics (SPECS §3): `use_cutmix ~ Bernoulli(switch_prob)`; `lam ~ Beta(cutmix_alpha,
-  cutmix_alpha)` on the CutMix branch and `Beta(mixup_alpha, mixup_alpha)` on the Mixup branch;
-  CutMix uses the reference box and the corrected label `lam' = 1 - box_area / (H W)` (timm
-  `correct_lam=True`), Mixup the label `lam`. An alpha of 0 disables its branch (timm).
+  timm semantics (docs/DESIGN.md#switch): `use_cutmix ~ Bernoulli(switch_prob)`;
+  `lam ~ Beta(cutmix_alpha, cutmix_alpha)` on the CutMix branch and `Beta(mixup_alpha, mixup_alpha)`
+  on the Mixup branch; CutMix uses the reference box and the corrected label
+  `lam' = 1 - box_area / (H W)` (timm `correct_lam=True`), Mixup the label `lam`. An alpha of 0
+  disables its branch (timm).
 
   Args:
     key: a `jax.random.key`.

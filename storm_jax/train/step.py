@@ -11,14 +11,14 @@ unlike per-GPU BN in PyTorch DDP; on one device the two coincide.
 Mixing scope (`config.mix.scope`):
   * 'device': each device mixes its own shard inside `jax.shard_map`, with a per-device
     key (`fold_in(key, axis_index('data'))`): per-device permutations, per-device λ, no
-    collectives -- the DDP behaviour of the reference code (SPECS §0.4).
+    collectives -- the DDP behaviour of the reference code (docs/DESIGN.md#device-scope).
   * 'global': one permutation / one draw over the global batch (identical results for any
     number of devices).
 
 Keys are stateless: the step key is `step_key(seed_key, state.step)`, so a resumed run
 replays exactly (same mixing draws, same data order).
 
-Objectives (SPECS §0.5, §6-§8, §10):
+Objectives (docs/DESIGN.md#train-step):
   * loss = CE(f(x_mix), y_mix) + w_clean * CE(f(x), y), w_clean = `mixer.clean_loss_weight`
     (1 for StoRM / Region Mixup, R-Mix's `clean_weight`); `mix.objective='mean'` divides it
     by 1 + w_clean (`mixing.mixed_objective`). Two forward passes by default,
@@ -28,8 +28,8 @@ Objectives (SPECS §0.5, §6-§8, §10):
     joint statistics.
   * R-Mix: the input-gradient saliency is computed with the current parameters in train
     mode, outside the differentiated loss (no gradient through the mask). Its batch-norm
-    update is kept (`mix.saliency_batch_stats='keep'`, SPECS §8: the reference runs that
-    pass in train mode, updating the running statistics) or dropped ('discard').
+    update is kept (`mix.saliency_batch_stats='keep'`, docs/DESIGN.md#rmix-saliency: the reference
+    runs that pass in train mode, updating the running statistics) or dropped ('discard').
   * SaliencyMix: OpenCV's fine-grained saliency of the uint8 batch (before normalisation) is
     passed to the mixer (`mixer.saliency_kind == 'fine_grained'`); no model pass.
   * multi-mix: the mixer returns K*B samples; the loss is their mean.

@@ -1,7 +1,7 @@
 """Mixers inside `jax.shard_map` and `jax.pmap` on 8 simulated CPU devices.
 
-Device-local mixing (the DDP behaviour of the reference code, SPECS §0.4): each device mixes
-its own shard with a key folded with its device index, so every shard gets its own λ's,
+Device-local mixing (the DDP behaviour of the reference code, docs/DESIGN.md#device-scope): each
+device mixes its own shard with a key folded with its device index, so every shard gets its own λ's,
 boxes and permutations, and no collective is needed.
 """
 
