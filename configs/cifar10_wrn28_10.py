@@ -16,6 +16,8 @@ def get_config(arg: str = ''):
   config.dataset.name = 'cifar10'
   config.model.name = 'wrn28_10'
   common.set_method(config, method)
+  if method == 'cutout':  # The Cutout reference's CIFAR-10 hole.
+    config.mix.hparams = dict(length=16)
   config.optim.lr = 0.1
   config.optim.nesterov = True
   config.optim.schedule = 'cosine'

@@ -107,6 +107,14 @@ METHODS = {
                             severity=3.0, jsd=True, jsd_weight=12.0)),
     'puzzlemix': ('puzzlemix', dict(alpha=1.0, beta=1.2, gamma=0.5, eta=0.2, neigh_size=4,
                                     n_labels=3, transport=True, t_eps=0.8, t_size=4)),
+    # AugMix CIFAR recipe: 3 chains of depth U{1,2,3}, severity 3, Dirichlet/Beta(1), JSD x12.
+    'augmix': ('augmix', dict(width=3, depth=-1, severity=3.0, alpha=1.0, jsd=True,
+                              jsd_weight=12.0)),
+    'manifold_mixup': ('manifold_mixup', dict(alpha=2.0, points=(0, 1, 2))),
+    'cutout': ('cutout', dict(length=8)),  # CIFAR-100 (the reference's 16 is CIFAR-10's).
+    'saliencymix': ('saliencymix', dict(alpha=1.0, prob=0.5)),  # ImageNet: prob 1.0.
+    'fmix': ('fmix', dict(alpha=1.0, decay_power=3.0)),
+    'resizemix': ('resizemix', dict(scope=(0.1, 0.8))),
 }
 # Methods that mix with pictures of a second input stream, and the set they use by default.
 MIXING_SET_METHODS = {'pixmix': 'fractals', 'ipmix': 'fractals'}

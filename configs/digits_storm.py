@@ -1,6 +1,10 @@
 r"""StoRM on the bundled 8x8 digits (the README's default run; ~1 minute on 2 CPU cores).
 
   python -m storm_jax.main --config=configs/digits_storm.py --workdir=runs/digits_storm
+
+The argument after ':' picks another method of `common.METHODS` (default storm), e.g.
+`--config=configs/digits_storm.py:augmix` or `:mixup,smoke` (`--config.mix.name` alone
+would keep StoRM's hyper-parameters).
 """
 
 from __future__ import annotations
@@ -8,12 +12,12 @@ from __future__ import annotations
 from configs import common
 
 
-def get_config(variant: str = ''):
+def get_config(arg: str = ''):
+  method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = 'digits'
   config.model.name = 'cnn_small'
-  config.mix.name = 'storm'
-  config.mix.hparams = dict(k=2, beta=1.0)
+  common.set_method(config, method)  # storm: k=2, beta=1.0
   config.optim.lr = 0.05
   config.optim.schedule = 'cosine'
   config.optim.weight_decay = 5e-4
@@ -24,6 +28,6 @@ def get_config(variant: str = ''):
   config.log_every_steps = 20
   config.eval_every_steps = 200
   config.checkpoint_every_steps = 500
-  if variant == 'smoke':
+  if smoke_run:
     common.smoke(config)
   return config

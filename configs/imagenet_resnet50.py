@@ -20,6 +20,10 @@ def get_config(arg: str = ''):
   if method == 'rmix':  # ImageNet R-Mix: alpha 0.2, flip pairing, clean CE (docs/DESIGN.md#rmix).
     config.mix.hparams = dict(alpha=0.2, grid_sizes=(2, 4), num_thresholds=10,
                               pairing='flip', clean_weight=1.0)
+  if method == 'augmix':  # The AugMix ImageNet recipe uses severity 1.
+    config.mix.hparams.severity = 1.0
+  if method == 'saliencymix':  # SaliencyMix's ImageNet script mixes every batch.
+    config.mix.hparams = dict(alpha=1.0, prob=1.0)
   config.optim.lr = 0.1
   config.optim.schedule = 'cosine'
   config.num_epochs = 100.0

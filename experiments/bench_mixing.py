@@ -13,8 +13,12 @@ Two references are measured in the same run, on an array of the same size:
   * `xla_stream_gbps`: a jitted `x + 1.0` (2 * nbytes), XLA's own streaming floor on this
     backend, which includes allocating a fresh output buffer (page faults for large
     arrays) exactly as every mixer call does.
-Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument, PixMix /
-IPMix a random batch of mixing pictures (and pixel values in [0, 255] as images).
+Labels are one-hot over 100 classes; R-Mix gets a random saliency map as an argument; AugMix
+(`needs_pixels`) gets integer pixel values in [0, 255], PixMix / IPMix a random batch of
+mixing pictures (and pixel values in [0, 255] as images). Manifold Mixup's row is its input
+half only (the hidden mix runs inside the model: see bench_train_step). SaliencyMix computes
+the fine-grained saliency of random uint8 images inside the timed call, as the train step
+does.
 On an accelerator, `memcpy_gbps` is the jitted `x + 1.0` (the device's streaming rate).
 
 Side by side with PyTorch (`--peer-python`: an interpreter with torch, and timm for its
@@ -149,8 +153,14 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
   b, h, w, c = shape
   kx, ky, ks, kc = jax.random.split(jax.random.key(1), 4)
   x = jax.random.normal(kx, shape, jnp.float32)
+  if mixer.needs_pixels:  # AugMix works on un-normalised pixel values in [0, 255].
+    x = jnp.round(jax.random.uniform(kx, shape, jnp.float32, 0.0, 255.0))
   y = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, NUM_CLASSES), NUM_CLASSES)
-  extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
+  fine_grained = mixer.needs_saliency and mixer.saliency_kind == 'fine_grained'
+  if fine_grained:
+    extra = (jax.random.randint(ks, (b, h, w, 3), 0, 256).astype(jnp.uint8),)
+  else:
+    extra = (jax.random.uniform(ks, (b, h, w)),) if mixer.needs_saliency else ()
   if mixer.needs_mixing_pictures:  # PixMix / IPMix: pixel values, a batch of pictures
     x = jax.random.uniform(kx, shape, jnp.float32, 0.0, 255.0)
     extra = (jax.random.uniform(ks, shape, jnp.float32, 0.0, 255.0),)
@@ -158,6 +168,8 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
 
   @jax.jit
   def call(key, x, y, *saliency):
+    if fine_grained:
+      saliency = (mixing.fine_grained_saliency(saliency[0]),)
     kw = {extra_name: saliency[0]} if saliency else {}
     return mixer(key, x, y, **kw)
 

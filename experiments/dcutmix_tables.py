@@ -53,6 +53,8 @@ T3 = tablelib.Table(
         tablelib.Row('Baseline', f'{IN1K}:vanilla', paper={'top1_err': 23.68, 'top5_err': 7.05}),
         tablelib.Row('Mixup', f'{IN1K}:mixup', paper={'top1_err': 22.58, 'top5_err': 6.40}),
         tablelib.Row('CutMix', f'{IN1K}:cutmix', paper={'top1_err': 21.40, 'top5_err': 5.92}),
+        tablelib.Row('Manifold Mixup', f'{IN1K}:manifold_mixup',
+                     paper={'top1_err': 22.50, 'top5_err': 6.21}),
         tablelib.Row('DMixup (K3, α⅓)', f'{IN1K}:dmixup',
                      paper={'top1_err': 21.88, 'top5_err': 6.15}),
         tablelib.Row('DCutMix (K3, α⅓)', f'{IN1K}:dcutmix',

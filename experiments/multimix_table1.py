@@ -18,10 +18,10 @@ from experiments import tablelib  # pylint: disable=wrong-import-position
 
 C100 = 'configs/cifar100_comixup.py'
 ERR = (tablelib.Column('top1_err', 'top-1 err %'),)
-PAPER = {  # arch -> (no mixup, Input, CutMix)
-    'preactresnet18': (23.53, 22.49, 21.29),
-    'wrn16_8': (21.93, 20.18, 20.14),
-    'resnext29_4_24': (21.84, 21.78, 20.92),
+PAPER = {  # arch -> (no mixup, Input, CutMix, Manifold Mixup, Cutout, FMix)
+    'preactresnet18': (23.53, 22.49, 21.29, 21.62, 21.12, 21.52),
+    'wrn16_8': (21.93, 20.18, 20.14, 20.49, 19.19, 19.75),
+    'resnext29_4_24': (21.84, 21.78, 20.92, 21.45, 20.86, 21.87),
 }
 MULTI_CUTMIX = {'mix.hparams.base': 'cutmix'}
 COMIXUP = {'preactresnet18': 19.89, 'wrn16_8': 19.24, 'resnext29_4_24': 19.43}  # mean of 3
@@ -43,6 +43,10 @@ def _c100(arch):
                        paper={'top1_err': COMIXUP[arch]}),
           tablelib.Row('PuzzleMix', f'{C100}:puzzlemix', {'model.name': arch},
                        paper={'top1_err': PUZZLEMIX[arch]}),
+          tablelib.Row('Manifold mixup', f'{C100}:manifold_mixup', {'model.name': arch},
+                       paper={'top1_err': p[3]}),
+          tablelib.Row('Cutout', f'{C100}:cutout', {'model.name': arch}, paper={'top1_err': p[4]}),
+          tablelib.Row('FMix', f'{C100}:fmix', {'model.name': arch}, paper={'top1_err': p[5]}),
           tablelib.Row('Multi-mix (mixup, K5)', f'{C100}:multimix', {'model.name': arch}),
           tablelib.Row('Multi-mix (cutmix, K5)', f'{C100}:multimix',
                        {'model.name': arch, **MULTI_CUTMIX}),
@@ -57,6 +61,10 @@ TINY = tablelib.Table(
         tablelib.Row('CutMix', 'configs/tinyimagenet_cutmix.py', paper={'top1_err': 43.11}),
         tablelib.Row('Co-Mixup', 'configs/tinyimagenet_comixup.py', paper={'top1_err': 35.94}),
         tablelib.Row('PuzzleMix', 'configs/tinyimagenet_puzzlemix.py', paper={'top1_err': 36.79}),
+        tablelib.Row('Manifold mixup', 'configs/tinyimagenet_manifold_mixup.py',
+                     paper={'top1_err': 41.21}),
+        tablelib.Row('Cutout', 'configs/tinyimagenet_cutout.py', paper={'top1_err': 40.52}),
+        tablelib.Row('FMix', 'configs/tinyimagenet_fmix.py', paper={'top1_err': 42.38}),
         tablelib.Row('Multi-mix (mixup, K5)', 'configs/tinyimagenet_multimix.py'),
     ))
 

@@ -32,6 +32,7 @@ def _table(name, arch, overrides, storm_err):
             # among the lost ones.
             tablelib.Row('PixMix', f'{CONFIG}:pixmix', overrides),
             tablelib.Row('IPMix', f'{CONFIG}:ipmix', overrides),
+            tablelib.Row('AugMix', f'{CONFIG}:augmix', overrides),
             tablelib.Row('StoRM', f'{CONFIG}:storm', overrides, paper={'top1_err': storm_err})))
 
 

@@ -19,9 +19,10 @@ COLUMNS = (tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('top5_acc', '
 EVAL = {'fgsm_eps': '4'}
 
 
-def _row(label, method, top1=None, top5=None, fgsm=None):
-  return tablelib.Row(label, f'configs/tinyimagenet_{method}.py', eval_flags=EVAL,
-                      paper={'top1_acc': top1, 'top5_acc': top5, 'fgsm_err_4': fgsm})
+def _row(label, method, top1=None, top5=None, fgsm=None, overrides=None):
+  return tablelib.Row(label, f'configs/tinyimagenet_{method}.py', overrides or {},
+                      eval_flags=EVAL, paper={'top1_acc': top1, 'top5_acc': top5,
+                                              'fgsm_err_4': fgsm})
 
 
 TABLES = [tablelib.Table(
@@ -31,6 +32,11 @@ TABLES = [tablelib.Table(
         _row('MixUp', 'mixup', 56.99, 73.02, 89.85),
         _row('CutMix', 'cutmix', 56.67, 73.59, 87.10),
         _row('PuzzleMix', 'puzzlemix', 63.48, 75.52, 89.87),
+        _row('Manifold Mixup', 'manifold_mixup', 58.01, 74.12, 89.00),
+        _row('AugMix', 'augmix', 55.97, 74.68, 90.00),
+        _row('SaliencyMix', 'saliencymix', 56.54, 76.14, 93.75),
+        _row('SaliencyMix (uniform centre, as released)', 'saliencymix', 56.54, 76.14, 93.75,
+             {'mix.hparams.centre': 'uniform'}),
         _row('HMix', 'hmix'),
         _row('GMix', 'gmix'),
         _row('Region Mixup', 'region_mixup'),

@@ -33,6 +33,10 @@ TABLES = [tablelib.Table(
         _row('MixUp', 'mixup', 75.72, 44.84),
         _row('CutMix', 'cutmix', 80.13, 53.74),
         _row('Co-Mixup', 'comixup', 87.94, 53.72, {'loss': 'softmax_bce'}),
+        _row('Manifold Mixup', 'manifold_mixup', 81.96, 44.32),
+        _row('SaliencyMix', 'saliencymix', 81.25, 47.85),
+        _row('SaliencyMix (uniform centre, as released)', 'saliencymix', 81.25, 47.85,
+             {'mix.hparams.centre': 'uniform'}),
         _row('StoRM', 'storm', 76.04, 43.11),
     ))]
 

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
                       if p.stem not in ('common', 'tinyimagenet', '__init__'))
 METHOD_CONFIGS = ('cifar100_preactresnet18', 'cifar100_wrn28_10', 'cifar10_wrn28_10',
-                  'imagenet_resnet50', 'cifar100_rmix_onecycle')
+                  'imagenet_resnet50', 'cifar100_rmix_onecycle', 'digits_storm')
 
 
 def load_config(name: str, arg: str | None = None):
@@ -48,7 +48,9 @@ def test_every_config_and_its_smoke_variant_validate(name):
 
 
 @pytest.mark.parametrize('name', METHOD_CONFIGS)
-@pytest.mark.parametrize('method', ['vanilla', 'mixup', 'cutmix', 'storm', 'rmix', 'multimix'])
+@pytest.mark.parametrize('method', ['vanilla', 'mixup', 'cutmix', 'storm', 'rmix', 'multimix',
+                                    'augmix', 'manifold_mixup', 'cutout', 'saliencymix', 'fmix',
+                                    'resizemix'])
 def test_method_argument_selects_the_mixer(name, method):
   config = load_config(name, f'{method},smoke')
   train.validate_config(config, device_count=1, process_count=1)

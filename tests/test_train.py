@@ -14,6 +14,7 @@ import pathlib
 import signal
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -242,6 +243,109 @@ def test_multimix_trains_on_k_times_b():
   assert np.isfinite(metrics['loss'])
 
 
+def _ce(logits, labels):
+  return np.mean(-np.sum(np.asarray(labels) * np.asarray(jax.nn.log_softmax(logits)), -1))
+
+
+@pytest.mark.slow
+def test_augmix_step_is_clean_ce_plus_12_js():
+  """AugMix: the mixer gets pixel values, its output is normalised after; one forward pass over
+  [clean; aug1; aug2] and loss = CE(f(x), y) + 12 JS; mixing off: the clean CE alone."""
+  config = smoke_config('augmix', {}, **{'mix.off_after_step': 1})
+  state, ctx = setup_step(config)
+  assert ctx.mixer.needs_pixels and ctx.mixer.consistency_weight == 12.0
+  batch = digits_batch()
+  key = jax.random.key(11)
+  y = jax.nn.one_hot(batch['label'], 10)
+  # By hand: AugMix of the uint8 pixels (one device: the key folded with device index 0).
+  pixels, _ = jax.jit(ctx.mixer)(jax.random.fold_in(train.step_key(key, 0), 0),
+                                 batch['image'].astype(jnp.float32), y)
+  x_mix = train.normalize(pixels / 255.0, ctx.mean, ctx.std)
+  x = train.normalize(batch['image'], ctx.mean, ctx.std)
+  np.testing.assert_allclose(x_mix[:16], x, rtol=1e-6)  # clean view first
+  assert not np.allclose(x_mix[16:32], x, atol=0.1)  # the views are augmented
+  logits, upd = forward(ctx, state.params, state.batch_stats, x_mix)
+  p = np.asarray(jax.nn.softmax(logits.reshape(3, 16, 10)), np.float64)
+  log_m = np.log(np.clip(p.mean(0), 1e-7, 1.0))
+  js = np.mean(np.sum(p * (np.log(p) - log_m), -1))  # mean over the views and the batch
+  want = _ce(logits[:16], y) + 12.0 * js
+  step = jax.jit(functools.partial(train.train_step, ctx=ctx))
+  new_state, metrics = step(state, batch, key)
+  assert js > 1e-4
+  np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
+  chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
+  # Mixing off (same program): three copies of the clean batch, no JS term.
+  state = state.replace(step=state.step + 1)
+  logits, _ = forward(ctx, state.params, state.batch_stats, jnp.tile(x, (3, 1, 1, 1)))
+  _, metrics = step(state, batch, key)
+  assert float(metrics['mix_on']) == 0.0
+  np.testing.assert_allclose(metrics['loss'], _ce(logits[:16], y), rtol=1e-5)
+
+
+def _mix_input_of(consumer, lam, perm):
+  """Interceptor replacing the input h of layer `consumer` by lam h + (1 - lam) h[perm]."""
+  def interceptor(next_fun, args, kwargs, context):
+    if context.method_name == '__call__' and context.module.scope.path == (consumer,):
+      h = args[0]
+      args = (lam * h + (1 - lam) * h[perm],) + tuple(args[1:])
+    return next_fun(*args, **kwargs)
+  return interceptor
+
+
+def test_manifold_mixup_step_mixes_the_drawn_hidden_point():
+  """Manifold Mixup: the step == the model with the block output mixed at the drawn point;
+  mixing off: point -1 and the clean step."""
+  config = smoke_config('manifold_mixup', {'alpha': 2.0, 'points': (1, 2)},
+                        **{'mix.off_after_step': 1})
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+  key = jax.random.key(13)
+  fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
+  inputs = fn(state, batch, train.step_key(key, 0))
+  hidden = jax.device_get(inputs['hidden'])
+  assert hidden['perm'].shape == (1, 16) and hidden['point'][0] in (1, 2)
+  lam, perm, point = float(hidden['lam'][0]), hidden['perm'][0], int(hidden['point'][0])
+  assert 0.0 < lam < 1.0 and not np.array_equal(perm, np.arange(16))
+  x = train.normalize(batch['image'], ctx.mean, ctx.std)
+  y = jax.nn.one_hot(batch['label'], 10)
+  np.testing.assert_array_equal(inputs['x_mix'], x)  # a hidden point: the input is not mixed
+  np.testing.assert_allclose(inputs['y_mix'], lam * y + (1 - lam) * y[perm], rtol=1e-6)
+  # By hand: cnn_small's block `point` output feeds conv{point + 1}.
+  with nn.intercept_methods(_mix_input_of(f'conv{point + 1}', lam, perm)):
+    logits, upd = forward(ctx, state.params, state.batch_stats, x)
+  step = jax.jit(functools.partial(train.train_step, ctx=ctx))
+  new_state, metrics = step(state, batch, key)
+  np.testing.assert_allclose(metrics['loss'], _ce(logits, inputs['y_mix']), rtol=1e-5)
+  chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
+  # Mixing off (same programs): no hidden point, the clean step.
+  state = state.replace(step=state.step + 1)
+  assert int(fn(state, batch, train.step_key(key, 1))['hidden']['point'][0]) == -1
+  logits, _ = forward(ctx, state.params, state.batch_stats, x)
+  _, metrics = step(state, batch, key)
+  np.testing.assert_allclose(metrics['loss'], _ce(logits, y), rtol=1e-5)
+
+
+def test_saliencymix_step_boxes_the_fine_grained_saliency_peak():
+  """SaliencyMix: the step passes OpenCV's fine-grained saliency of the uint8 batch; the
+  pasted box is centred on the partner's saliency peak."""
+  config = smoke_config('saliencymix', {'alpha': 1.0})
+  state, ctx = setup_step(config)
+  batch = digits_batch()
+  key = train.step_key(jax.random.key(17), 0)
+  inputs = jax.jit(functools.partial(train.mixed_inputs, ctx))(state, batch, key)
+  x = train.normalize(batch['image'], ctx.mean, ctx.std)
+  saliency = mixing.fine_grained_saliency(batch['image'])
+  params = ctx.mixer.sample(jax.random.fold_in(key, 0), x.shape, saliency=saliency)
+  want_x, want_y = ctx.mixer.apply(params, x, jax.nn.one_hot(batch['label'], 10))
+  np.testing.assert_array_equal(inputs['x_mix'], want_x)
+  np.testing.assert_array_equal(inputs['y_mix'], want_y)
+  # The partner of sample 0 gives the box's centre: its map's first maximum.
+  cy, cx = np.unravel_index(np.argmax(np.asarray(saliency)[int(params['perm'][0])]), (8, 8))
+  changed = np.any(np.asarray(inputs['x_mix']) != np.asarray(x), axis=(0, 3))  # [H, W]
+  rows, cols = np.nonzero(changed)
+  assert rows.size and rows.min() <= cy <= rows.max() and cols.min() <= cx <= cols.max()
+
+
 def test_step_keys_differ_per_step_and_replay():
   """step_key(key, step): different draws per step, identical draws for the same step."""
   config = smoke_config('mixup', {'alpha': 1.0})
@@ -362,6 +466,8 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path):
     ('storm', {'k': 2, 'beta': 1.0}),                      # + clean CE term
     ('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)}),        # + saliency pass
     ('multimix', {'base': 'mixup', 'K': 2, 'alpha': 1.0}),  # K*B samples
+    ('augmix', {}),                                        # pixels in, 3B rows, JSD
+    ('manifold_mixup', {'alpha': 2.0}),                    # hidden-state mixing
 ])
 def test_end_to_end_train_checkpoint_resume(tmp_path, mix_name, hparams):
   workdir = str(tmp_path / 'run')

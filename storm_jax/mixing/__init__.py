@@ -14,6 +14,7 @@ from storm_jax.mixing.base import (GRANULARITIES, PAIRINGS, Mixer, get, hparam_n
                                    partner, register, smooth_labels)
 from storm_jax.mixing.losses import (LOSSES, OBJECTIVES, mixed_objective, soft_cross_entropy,
                                      softmax_bce)
+from storm_jax.mixing.losses import consistency_objective, jsd_consistency
 
 # Importing a method's module registers it. The plain functions
 # `fn(key, x, y, **hparams) -> (x_mix, y_mix)` share their module's name, so after these
@@ -34,3 +35,10 @@ from storm_jax.mixing.guided_mixup import guided_mixup
 from storm_jax.mixing.ipmix import ipmix
 from storm_jax.mixing.pixmix import pixmix
 from storm_jax.mixing.puzzlemix import puzzlemix
+from storm_jax.mixing.augmix import augmix
+from storm_jax.mixing.manifold import manifold_mixup
+from storm_jax.mixing import manifold
+from storm_jax.mixing.cutout import cutout
+from storm_jax.mixing.fmix import fmix
+from storm_jax.mixing.resizemix import resizemix
+from storm_jax.mixing.saliencymix import fine_grained_saliency, saliencymix

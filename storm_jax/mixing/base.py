@@ -167,13 +167,20 @@ class Mixer:
     label_smoothing: applied once, to `y`, before mixing.
     clean_loss_weight: weight of the clean term `CE(f(x), y)` the method's objective
       adds to `CE(f(x_mix), y_mix)` (1 for StoRM and Region Mixup, docs/DESIGN.md#storm-loss).
-    needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix).
+    needs_saliency: `sample` requires `saliency=[B, H, W]` (R-Mix, SaliencyMix).
+    saliency_kind: which map the trainer passes when `needs_saliency`: `'input_gradient'`
+      (R-Mix: |d loss / d x| of the current model) or `'fine_grained'` (SaliencyMix: OpenCV's
+      fine-grained saliency of the uint8 images).
     multiplicity: how many outputs per input sample (K for multi-mix); `apply`
       returns `multiplicity * B` samples, k-major (`[k * B + b]`).
     needs_pixels: `apply` takes un-normalised pixel values in [0, 255] (float) and returns
-      the same range, so the trainer mixes before normalising (PIL-style image ops).
+      the same range, so the trainer mixes before normalising (AugMix's PIL-style ops).
     consistency_weight: weight of the Jensen-Shannon consistency term between the
-      `multiplicity` views (CE on view 0, the clean one, + weight * JS; IPMix: 12).
+      `multiplicity` views; when > 0 the objective is `losses.consistency_objective`
+      (cross-entropy on view 0, the clean one, + weight * JS; AugMix: 12).
+    hidden_points: > 0 for methods that mix hidden states inside the model (Manifold
+      Mixup): `params['point']` in [0, hidden_points) names where, 0 being the input
+      (mixed by `apply`); see `mixing.manifold`.
     needs_mixing_pictures: `sample` requires `mixing_pictures=[B, H, W, C]` (pixel values in
       [0, 255], a second input stream: PixMix, IPMix).
   """
@@ -190,6 +197,8 @@ class Mixer:
   needs_pixels: bool = False
   consistency_weight: float = 0.0
   needs_mixing_pictures: bool = False
+  hidden_points: int = 0
+  saliency_kind: str = 'input_gradient'
 
   def __hash__(self) -> int:
     # `jax.jit(mixer)` hashes the callable; the hparams dict is not hashable itself.

@@ -91,3 +91,60 @@ def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.A
   if objective == 'mean':
     total = total / (1.0 + clean_weight)
   return total
+
+
+def jsd_consistency(logits: jax.Array, *, axis: int = 0) -> jax.Array:
+  """AugMix's Jensen-Shannon consistency of V views (docs/DESIGN.md#augmix).
+
+  With `p_i = softmax(z_i)` and `M = clip(mean_i p_i, 1e-7, 1)`:
+  `JS = (1 / V) sum_i mean_b KL(p_i[b] || M[b])`, `KL(p || M) = sum_c p_c (log p_c - log M_c)`
+  (`0 log 0 = 0`), as the reference's `F.kl_div(log M, p_i, reduction='batchmean')` averaged
+  over the views. Non-negative; zero when the views' logits are equal.
+
+  Args:
+    logits: `[..., N]` float with the V views on `axis` (e.g. `[V, B, N]`; V = 3 for AugMix:
+      clean, aug 1, aug 2); every other leading axis indexes examples.
+    axis: the views' axis.
+
+  Returns:
+    float32 scalar.
+  """
+  p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  log_m = jnp.log(jnp.clip(jnp.mean(p, axis=axis, keepdims=True), 1e-7, 1.0))
+  kl = jnp.sum(jax.scipy.special.xlogy(p, p) - p * log_m, axis=-1)  # one per view and example
+  return jnp.mean(kl)
+
+
+def consistency_objective(logits: jax.Array, labels: jax.Array, *, views: int, weight: float,
+                          loss: str = 'softmax_ce', groups: int = 1) -> jax.Array:
+  """`loss(z_clean, y) + weight * JS(views)`, batch means (AugMix with JSD).
+
+  The classification term is on the first (clean) view only, as the reference (augmix #1);
+  use `Mixer.multiplicity` for `views` and `Mixer.consistency_weight` for `weight` (12).
+
+  Layout: row `(g * views + k) * b + i` is view k of example i of group g (`b = B / groups`),
+  i.e. `groups` consecutive blocks each laid out k-major as the mixer returns them. `groups=1`
+  for one mixer call over the batch; under per-device mixing (`shard_map`, out-spec P('data'))
+  the global array holds one such block per device: pass `groups` = the device count. The
+  views are then matched inside each device's block, with no cross-device reordering.
+
+  Args:
+    logits: `[G * V * b, N]` in that layout.
+    labels: the mixer's labels `[G * V * b, N]` (same layout) or the clean `[G * b, N]`.
+    views: V.
+    weight: the JS weight.
+    loss: a key of `LOSSES` for the classification term.
+    groups: G.
+
+  Returns:
+    float32 scalar.
+  """
+  if logits.shape[0] % (views * groups):
+    raise ValueError(f'logits.shape={logits.shape} is not {groups} group(s) of {views} views.')
+  per_view = logits.reshape((groups, views, -1) + logits.shape[1:])  # [G, V, b, N]
+  if labels.shape[0] == logits.shape[0]:
+    clean_labels = labels.reshape(per_view.shape[:3] + labels.shape[1:])[:, 0]
+  else:
+    clean_labels = labels.reshape((groups, -1) + labels.shape[1:])
+  ce = jnp.mean(LOSSES[loss](per_view[:, 0], clean_labels))
+  return ce + weight * jsd_consistency(per_view, axis=1)

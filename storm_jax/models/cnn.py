@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storm_jax.mixing import manifold
 from storm_jax.models import layers
 from storm_jax.models import registry
 
@@ -30,15 +32,20 @@ class SmallCNN(nn.Module):
   axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
+  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
+               mix: Mapping[str, jax.Array] | None = None):
     """Args: x: [B, H, W, C] normalised images. Returns logits [B, num_classes] float32, or
-    (logits, features [B, ceil(H/2), ceil(W/2), 2 * width]) with `return_features=True`."""
+    (logits, features [B, ceil(H/2), ceil(W/2), 2 * width]) with `return_features=True`.
+
+    `mix` (Manifold Mixup, `mixing.manifold`): mixes the hidden state after the first conv
+    block (point 1) or the second (point 2) as drawn; None = no hidden mixing."""
     x = x.astype(self.dtype)
     for i, (features, strides) in enumerate(
         [(self.width, 1), (2 * self.width, 2), (2 * self.width, 1)]):
       x = layers.conv(features, 3, strides=strides, dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, axis_name=self.axis_name,
                                     name=f'bn{i + 1}')(x))
+      x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
     return layers.classify(x, self.num_classes, dtype=self.dtype,
                            return_features=return_features)
 

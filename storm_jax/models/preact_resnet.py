@@ -17,13 +17,14 @@ References:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storm_jax.mixing import manifold
 from storm_jax.models import layers
 from storm_jax.models import registry
 
@@ -78,9 +79,13 @@ class PreActResNet(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
+  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
+               mix: Mapping[str, jax.Array] | None = None):
     """Args: x: [B, H, W, C] normalised images. Returns logits [B, num_classes] float32, or
-    (logits, features [B, h, w, 8 * width]) with `return_features=True`."""
+    (logits, features [B, h, w, 8 * width]) with `return_features=True`.
+
+    `mix` (Manifold Mixup, `mixing.manifold`): mixes the hidden state after the first stage
+    (point 1) or the second (point 2) as drawn; None = no hidden mixing."""
     x = x.astype(self.dtype)
     x = layers.conv(self.width, 3, strides=2 if self.stem == 'tiny' else 1, dtype=self.dtype,
                     kernel_init=layers.torch_default_init, name='conv1')(x)
@@ -89,6 +94,8 @@ class PreActResNet(nn.Module):
         x = PreActBlock(self.width * 2**i, strides=2 if (i > 0 and j == 0) else 1,
                         dtype=self.dtype, axis_name=self.axis_name,
                         name=f'layer{i + 1}_block{j}')(x, train=train)
+      # Manifold Mixup points: the stem conv + stage 1 output (1), the stage 2 output (2).
+      x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
     return layers.classify(x, self.num_classes, dtype=self.dtype,
                            return_features=return_features)
 

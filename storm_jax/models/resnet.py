@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storm_jax.mixing import manifold
 from storm_jax.models import layers
 from storm_jax.models import registry
 
@@ -107,10 +108,14 @@ class ResNet(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
+  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
+               mix: Mapping[str, jax.Array] | None = None):
     """Args: x: [B, H, W, C] normalised images. Returns logits [B, num_classes] float32, or
     (logits, features [B, h, w, F]) with `return_features=True` (F = 8 * width, x4 for
-    bottlenecks)."""
+    bottlenecks).
+
+    `mix` (Manifold Mixup, `mixing.manifold`): mixes the hidden state after the first stage
+    (point 1) or the second (point 2) as drawn; None = no hidden mixing."""
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = layers.conv(self.width, 7, strides=2, dtype=self.dtype, name='conv1')(x)
@@ -132,6 +137,8 @@ class ResNet(nn.Module):
           block = BasicBlock(planes, strides, dtype=self.dtype, axis_name=self.axis_name,
                              name=f'layer{i + 1}_block{j}')
         x = block(x, train=train)
+      # Manifold Mixup points: stage 1 (1) and stage 2 (2) outputs (OpenMixup `ResNet_Mix`).
+      x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
     return layers.classify(x, self.num_classes, dtype=self.dtype,
                            return_features=return_features)
 
@@ -162,9 +169,13 @@ class CifarResNeXt(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
+  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
+               mix: Mapping[str, jax.Array] | None = None):
     """Args: x: [B, H, W, C] normalised images. Returns logits [B, num_classes] float32, or
-    (logits, features [B, h, w, 16 * width]) with `return_features=True`."""
+    (logits, features [B, h, w, 16 * width]) with `return_features=True`.
+
+    `mix` (Manifold Mixup, `mixing.manifold`): mixes the hidden state after the first stage
+    (point 1) or the second (point 2) as drawn; None = no hidden mixing."""
     n = (self.depth - 2) // 9
     x = x.astype(self.dtype)
     x = layers.conv(self.width, 3, dtype=self.dtype, name='conv1')(x)
@@ -178,6 +189,7 @@ class CifarResNeXt(nn.Module):
                        strides=2 if (i > 0 and j == 0) else 1, groups=self.cardinality,
                        dtype=self.dtype, axis_name=self.axis_name,
                        name=f'layer{i + 1}_block{j}')(x, train=train)
+      x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
     return layers.classify(x, self.num_classes, dtype=self.dtype,
                            return_features=return_features)
 

@@ -19,12 +19,14 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from storm_jax.mixing import manifold
 from storm_jax.models import layers
 from storm_jax.models import registry
 
@@ -72,9 +74,13 @@ class WideResNet(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
+  def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
+               mix: Mapping[str, jax.Array] | None = None):
     """Args: x: [B, H, W, C] normalised images. Returns logits [B, num_classes] float32, or
-    (logits, features [B, h, w, 4 * k * width]) with `return_features=True`."""
+    (logits, features [B, h, w, 4 * k * width]) with `return_features=True`.
+
+    `mix` (Manifold Mixup, `mixing.manifold`): mixes the hidden state after the first stage
+    (point 1) or the second (point 2) as drawn; None = no hidden mixing."""
     n = (self.depth - 4) // 6
     x = x.astype(self.dtype)
     x = layers.conv(self.width, 3, dtype=self.dtype, use_bias=True, name='conv1')(x)
@@ -83,6 +89,8 @@ class WideResNet(nn.Module):
         x = WideBasic(self.width * self.widen_factor * 2**i,
                       strides=2 if (i > 0 and j == 0) else 1, dtype=self.dtype,
                       axis_name=self.axis_name, name=f'layer{i + 1}_block{j}')(x, train=train)
+      # Manifold Mixup points: conv1 + block group 1 (1), block group 2 (2).
+      x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
     x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, axis_name=self.axis_name,
                                   name='bn_final')(x))
     return layers.classify(x, self.num_classes, dtype=self.dtype,

@@ -6,6 +6,7 @@ config raises a `ValueError` naming the field and its value before anything comp
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -183,6 +184,17 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
                'yet; the op is usable from the library (docs/DESIGN.md#mixing-stream).')
   info = dataset_info(config)  # Raises UserError for an unknown dataset.
   h, w, c = info.image_shape
+  if mixer.hidden_points:  # Manifold Mixup: the model mixes hidden states (`mix=` argument).
+    model = build_model(config, info.num_classes)
+    errors.check('mix' in inspect.signature(type(model).__call__).parameters, 'model.name',
+           config.model.name, f'does not take the `mix` argument that mix.name='
+           f'{config.mix.name!r} needs (hidden-state mixing, see storm_jax.mixing.manifold).')
+  if mixer.hparams.get('all_ops'):  # AugMix's enhance ops convert to grey: 1 or 3 channels.
+    errors.check(c in (1, 3), 'mix.hparams.all_ops', True,
+           f'needs images with 1 or 3 channels; dataset.name={config.dataset.name!r} has {c}.')
+  if mixer.needs_saliency and mixer.saliency_kind == 'fine_grained':  # OpenCV's grey image.
+    errors.check(c in (1, 3), 'mix.name', config.mix.name,
+           f'needs images with 1 or 3 channels; dataset.name={config.dataset.name!r} has {c}.')
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
     for p in mixer.hparams['grid_sizes']:
       errors.check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],

@@ -30,10 +30,24 @@ Objectives (docs/DESIGN.md#train-step):
     mode, outside the differentiated loss (no gradient through the mask). Its batch-norm
     update is kept (`mix.saliency_batch_stats='keep'`, docs/DESIGN.md#rmix-saliency: the reference
     runs that pass in train mode, updating the running statistics) or dropped ('discard').
+  * SaliencyMix: OpenCV's fine-grained saliency of the uint8 batch (before normalisation) is
+    passed to the mixer (`mixer.saliency_kind == 'fine_grained'`); no model pass.
   * multi-mix: the mixer returns K*B samples; the loss is their mean.
+  * AugMix (`mixer.needs_pixels`): the mixer gets the pixel values in [0, 255] and its output
+    is normalised afterwards (docs/DESIGN.md#augmix). With `jsd` it returns the clean batch
+    and two augmented views (3B rows, one forward pass, batch norm over the 3B rows, as the
+    reference) and the loss is `mixing.consistency_objective`: CE on the clean view +
+    `mixer.consistency_weight` x the Jensen-Shannon divergence of the three views. Under
+    `scope='device'` each device's block holds its own three views, so the objective matches
+    views inside each block (`groups` = device count).
+  * Manifold Mixup (`mixer.hidden_points`): the mixer's draw also says at which point of the
+    model to mix (`mixing.manifold.hidden_params`: one draw per device under 'device' scope);
+    the mixed forward pass gets it as the model's `mix` argument (docs/DESIGN.md#manifold-mixup).
   * "Mixing off for the last N epochs" (`mix.off_last_epochs` / `mix.off_after_step`) is
     decided from `state.step` inside the step, so crossing the boundary does not
-    recompile. When off, the step trains on the clean (label-smoothed) batch only.
+    recompile. When off, the step trains on the clean (label-smoothed) batch only: the
+    fallback repeats each device's shard in the mixer's layout, AugMix's JS weight and
+    Manifold Mixup's hidden point are switched off.
 """
 
 from __future__ import annotations
@@ -142,33 +156,62 @@ def step_key(key: jax.Array, step: jax.Array | int) -> jax.Array:
   return mix_key
 
 
-def _forward(ctx: StepContext, params, batch_stats, x, *, train: bool = True):
-  """Train-mode forward; returns (logits, new batch_stats)."""
+def _forward(ctx: StepContext, params, batch_stats, x, *, train: bool = True, mix=None):
+  """Train-mode forward; returns (logits, new batch_stats). `mix`: Manifold Mixup's draw."""
+  kwargs = {} if mix is None else {'mix': mix}
   logits, updates = ctx.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                    train=train, mutable=['batch_stats'])
+                                    train=train, mutable=['batch_stats'], **kwargs)
   return logits, updates['batch_stats']
 
 
+def _groups(ctx: StepContext) -> int:
+  """How many independent mixer calls make up the batch: one per device under 'device'."""
+  return ctx.mesh.devices.size if ctx.scope == 'device' else 1
+
+
+def _repeat(ctx: StepContext, a: jax.Array, k: int) -> jax.Array:
+  """`a` repeated k times in the layout of `_mix`'s output: k-major inside each group.
+
+  Under 'device' scope the mixer's `[k * b]` outputs of the D shards are stacked
+  device-major (`[D, k, b]`), so the mixing-off fallback must be too (AugMix's objective
+  reads the views per device block); it then also stays on each device.
+  """
+  if k == 1:
+    return a
+  a = a.reshape((_groups(ctx), 1, -1) + a.shape[1:])
+  return jnp.repeat(a, k, axis=1).reshape((-1,) + a.shape[3:])
+
+
 def _mix(ctx: StepContext, key, x, y, saliency):
-  """Applies the mixer globally or per device (shard_map, device index folded in)."""
+  """Applies the mixer globally or per device (shard_map, device index folded in).
+
+  Returns:
+    (x_mix, y_mix, hidden): `hidden` is Manifold Mixup's `mix` argument of the model
+    (`{'lam': [G], 'perm': [G, B / G], 'point': [G]}`, G = `_groups(ctx)`), else None.
+  """
   mixer = ctx.mixer
   kw_names = ('saliency',) if saliency is not None else ()
   args = (saliency,) if saliency is not None else ()
 
   def fn(key, x, y, *extra):
-    return mixer(key, x, y, **dict(zip(kw_names, extra)))
+    params = mixer.sample(key, x.shape, **dict(zip(kw_names, extra)))
+    x_mix, y_mix = mixer.apply(params, x, y)
+    hidden = mixing.manifold.hidden_params(params) if mixer.hidden_points else {}
+    return x_mix, y_mix, hidden
 
   if ctx.scope == 'global':
-    return fn(key, x, y, *args)
+    x_mix, y_mix, hidden = fn(key, x, y, *args)
+  else:
+    def local(key, x, y, *extra):
+      # Per-device draws (DDP behaviour): each shard gets its own key.
+      key = jax.random.fold_in(key, jax.lax.axis_index('data'))
+      return fn(key, x, y, *extra)
 
-  def local(key, x, y, *extra):
-    # Per-device draws (DDP behaviour): each shard gets its own key.
-    key = jax.random.fold_in(key, jax.lax.axis_index('data'))
-    return fn(key, x, y, *extra)
-
-  return jax.shard_map(local, mesh=ctx.mesh,
-                       in_specs=(P(), P('data'), P('data')) + (P('data'),) * len(args),
-                       out_specs=(P('data'), P('data')))(key, x, y, *args)
+    # The hidden draw's leading (group) axis stacks one draw per device.
+    x_mix, y_mix, hidden = jax.shard_map(
+        local, mesh=ctx.mesh, in_specs=(P(), P('data'), P('data')) + (P('data'),) * len(args),
+        out_specs=(P('data'), P('data'), P('data')))(key, x, y, *args)
+  return x_mix, y_mix, (hidden or None)
 
 
 def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Array],
@@ -176,8 +219,9 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
   """The inputs of one train step (`key`: the step key, `step_key(seed_key, state.step)`).
 
   Returns:
-    dict with x, y_clean ([B, N], smoothed), x_mix ([K*B, H, W, C]), y_mix, mix_on (bool
-    scalar), batch_stats (after the saliency pass, if any and kept).
+    dict with x, y_clean ([B, N], smoothed), x_mix ([K*B, H, W, C], normalised), y_mix,
+    mix_on (bool scalar), batch_stats (after the saliency pass, if any and kept), hidden
+    (Manifold Mixup's `mix` argument of the model, point -1 when mixing is off; else None).
   """
   x = normalize(batch['image'], ctx.mean, ctx.std)
   y = jax.nn.one_hot(batch['label'], ctx.num_classes, dtype=jnp.float32)
@@ -185,7 +229,10 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
   mix_on = state.step < ctx.mix_off_step
   batch_stats = state.batch_stats
   saliency = None
-  if ctx.mixer.needs_saliency:
+  if ctx.mixer.needs_saliency and ctx.mixer.saliency_kind == 'fine_grained':
+    # SaliencyMix: OpenCV's saliency of the uint8 images, before normalisation.
+    saliency = mixing.fine_grained_saliency(batch['image'])
+  elif ctx.mixer.needs_saliency:
     # Current parameters, train mode; the mask never receives a gradient.
     def logits_fn(inputs):
       return _forward(ctx, state.params, state.batch_stats, inputs)
@@ -195,13 +242,22 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
     saliency = jax.lax.stop_gradient(saliency)
     if ctx.saliency_batch_stats == 'keep':
       batch_stats = saliency_stats
-  x_mix, y_mix = _mix(ctx, key, x, y, saliency)
-  x_mix, y_mix = jax.lax.stop_gradient((x_mix, y_mix))
+  if ctx.mixer.needs_pixels:
+    # AugMix's ops work on pixel values in [0, 255]; its mix is convex, so normalising the
+    # result equals mixing normalised images. (`normalize` reads float input as [0, 1].)
+    pixels = batch['image'].astype(jnp.float32)
+    x_mix, y_mix, hidden = _mix(ctx, key, pixels, y, saliency)
+    x_mix = normalize(x_mix / 255.0, ctx.mean, ctx.std)
+  else:
+    x_mix, y_mix, hidden = _mix(ctx, key, x, y, saliency)
+  x_mix, y_mix, hidden = jax.lax.stop_gradient((x_mix, y_mix, hidden))
   k = ctx.mixer.multiplicity
-  x_mix = jnp.where(mix_on, x_mix, jnp.tile(x, (k, 1, 1, 1)))
-  y_mix = jnp.where(mix_on, y_mix, jnp.tile(y_clean, (k, 1)))
+  x_mix = jnp.where(mix_on, x_mix, _repeat(ctx, x, k))
+  y_mix = jnp.where(mix_on, y_mix, _repeat(ctx, y_clean, k))
+  if hidden is not None:
+    hidden = mixing.manifold.disable(hidden, jnp.logical_not(mix_on))
   return dict(x=x, y_clean=y_clean, x_mix=x_mix, y_mix=y_mix, mix_on=mix_on,
-              batch_stats=batch_stats)
+              batch_stats=batch_stats, hidden=hidden)
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array, *,
@@ -233,10 +289,18 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
     else:
       if clean_weight:
         logits_clean, batch_stats = _forward(ctx, params, batch_stats, inputs['x'])
-      logits_mix, batch_stats = _forward(ctx, params, batch_stats, inputs['x_mix'])
-    loss = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean,
-                                  inputs['y_clean'], clean_weight=w_clean, loss=ctx.loss,
-                                  objective=ctx.objective)
+      logits_mix, batch_stats = _forward(ctx, params, batch_stats, inputs['x_mix'],
+                                         mix=inputs['hidden'])
+    if ctx.mixer.consistency_weight:
+      # AugMix + JSD: CE on the clean view + w * JS of the views (no JS when mixing is off).
+      w_js = ctx.mixer.consistency_weight * inputs['mix_on'].astype(jnp.float32)
+      loss = mixing.consistency_objective(
+          logits_mix, inputs['y_mix'], views=ctx.mixer.multiplicity, weight=w_js,
+          loss=ctx.loss, groups=_groups(ctx))
+    else:
+      loss = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean,
+                                    inputs['y_clean'], clean_weight=w_clean, loss=ctx.loss,
+                                    objective=ctx.objective)
     return loss, (batch_stats, logits_mix)
 
   (loss, (batch_stats, logits_mix)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -137,6 +137,52 @@ def test_device_scope_step_runs_and_is_deterministic():
   chex.assert_trees_all_equal(out[0][1], out[1][1])
 
 
+@pytest.mark.slow
+def test_augmix_device_scope_views_per_device_block():
+  """AugMix, 'device' scope: each device's block is [clean; aug1; aug2] of its own shard, with
+  mixing on or off, and the loss is CE on the clean rows + 12 JS of the views matched inside
+  each block (groups = devices)."""
+  config = smoke_config('augmix', {}, **{'mix.scope': 'device', 'mix.off_after_step': 1})
+  state, ctx, step, sharding = setup(config, jax.devices())
+  batch = batches(1)[0]  # 16 = 8 devices x 2
+  gbatch = data.to_global(batch, sharding)
+  key = jax.random.key(0)
+  fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
+  x = np.asarray(train.normalize(batch['image'], ctx.mean, ctx.std)).reshape(8, 1, 2, 8, 8, 1)
+  off = jax.device_get(fn(state.replace(step=state.step + 1), gbatch, train.step_key(key, 1)))
+  np.testing.assert_allclose(off['x_mix'].reshape(8, 3, 2, 8, 8, 1),
+                             np.repeat(x, 3, axis=1), rtol=1e-6)
+  inputs = jax.device_get(fn(state, gbatch, train.step_key(key, 0)))
+  views = inputs['x_mix'].reshape(8, 3, 2, 8, 8, 1)
+  np.testing.assert_allclose(views[:, :1], x, rtol=1e-6)  # each block starts with its shard
+  assert not np.allclose(views[:, 1:], np.repeat(x, 2, axis=1), atol=0.1)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  logits, _ = ctx.model.apply(variables, jnp.asarray(inputs['x_mix']), train=True,
+                              mutable=['batch_stats'])
+  p = np.asarray(jax.nn.softmax(logits), np.float64).reshape(8, 3, 2, 10)
+  y = np.eye(10)[batch['label']].reshape(8, 2, 10)
+  ce = np.mean(-np.sum(y * np.log(p[:, 0]), -1))
+  log_m = np.log(np.clip(p.mean(1, keepdims=True), 1e-7, 1.0))
+  js = np.mean(np.sum(p * (np.log(p) - log_m), -1))
+  _, metrics = step(state, gbatch, key)
+  np.testing.assert_allclose(metrics['loss'], ce + 12.0 * js, rtol=2e-5)
+
+
+def test_manifold_mixup_device_scope_one_draw_per_device():
+  config = smoke_config('manifold_mixup', {'alpha': 2.0}, **{'mix.scope': 'device',
+                                                            'mix.off_after_step': 1})
+  state, ctx, step, sharding = setup(config, jax.devices())
+  gbatch = data.to_global(batches(1)[0], sharding)
+  fn = jax.jit(functools.partial(train.mixed_inputs, ctx))
+  hidden = jax.device_get(fn(state, gbatch, train.step_key(jax.random.key(0), 0))['hidden'])
+  assert hidden['perm'].shape == (8, 2) and hidden['point'].shape == (8,)
+  assert len(np.unique(hidden['lam'])) == 8 and set(hidden['point']) <= {0, 1, 2}
+  off = fn(state.replace(step=state.step + 1), gbatch, train.step_key(jax.random.key(0), 1))
+  np.testing.assert_array_equal(off['hidden']['point'], -1)
+  _, metrics = step(state, gbatch, jax.random.key(0))
+  assert np.isfinite(metrics['loss'])
+
+
 def test_checkpoint_from_8_devices_restores_onto_1_device_mesh(tmp_path):
   config = smoke_config('storm', {'k': 2, 'beta': 1.0}, **{'mix.scope': 'global'})
   state8, _, step, sharding = setup(config, jax.devices())
