@@ -27,12 +27,12 @@ def _table(name, arch, overrides, storm_err):
       rows=(tablelib.Row('Vanilla', f'{CONFIG}:vanilla', overrides),
             tablelib.Row('MixUp', f'{CONFIG}:mixup', overrides),
             tablelib.Row('CutMix', f'{CONFIG}:cutmix', overrides),
+            tablelib.Row('AugMix', f'{CONFIG}:augmix', overrides),
             # PixMix / IPMix: mixing pictures from the generated 'fractals' set (the
             # references download fractals + feature visualisations); their paper cells are
             # among the lost ones.
             tablelib.Row('PixMix', f'{CONFIG}:pixmix', overrides),
             tablelib.Row('IPMix', f'{CONFIG}:ipmix', overrides),
-            tablelib.Row('AugMix', f'{CONFIG}:augmix', overrides),
             tablelib.Row('StoRM', f'{CONFIG}:storm', overrides, paper={'top1_err': storm_err})))
 
 
