@@ -1,32 +1,12 @@
-r"""CIFAR-10, ResNet-18 (CIFAR stem), IPMix protocol: SGD Nesterov, lr 0.1, cosine.
+r"""CIFAR-10, ResNet-18 (CIFAR stem), IPMix protocol (StoRM Table 1); see configs/ipmix_protocol.py.
 
-Batch 128, weight decay 5e-4, 200 epochs, crop + flip; the same recipe as
-cifar10_wrn28_10.py with IPMix's CIFAR ResNet-18 (3x3 stem, no max-pool). Method after ':'
-(default storm); pixmix / ipmix also read the generated 'fractals' mixing pictures.
-
-  python -m storm_jax.main --config=configs/cifar10_resnet18.py:ipmix --workdir=runs/cifar10_rn18
+  python -m storm_jax.main --config=configs/cifar10_resnet18.py:ipmix --workdir=runs/cifar10_resnet18_ipmix
 """
 
 from __future__ import annotations
 
-from configs import common
+from configs import ipmix_protocol
 
 
 def get_config(arg: str = ''):
-  method, smoke_run = common.parse_arg(arg)
-  config = common.get_config()
-  config.dataset.name = 'cifar10'
-  config.model.name = 'resnet18'
-  config.model.kwargs.stem = 'cifar'
-  common.set_method(config, method)
-  config.optim.lr = 0.1
-  config.optim.nesterov = True
-  config.optim.schedule = 'cosine'
-  config.optim.weight_decay = 5e-4
-  config.num_epochs = 200.0
-  config.batch_size = 128
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 5000
-  if smoke_run:
-    common.smoke(config)
-  return config
+  return ipmix_protocol.get_config('cifar10', 'resnet18', arg, stem='cifar')
