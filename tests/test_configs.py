@@ -12,7 +12,7 @@ from storm_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
-                      if p.stem not in ('common', 'tinyimagenet', '__init__'))
+                      if p.stem not in ('common', 'tinyimagenet', 'ipmix_protocol', '__init__'))
 METHOD_CONFIGS = ('cifar100_preactresnet18', 'cifar100_wrn28_10', 'cifar10_wrn28_10',
                   'imagenet_resnet50', 'cifar100_rmix_onecycle', 'digits_storm')
 

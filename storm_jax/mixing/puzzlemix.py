@@ -232,7 +232,9 @@ def _min_cut(excess, to_sink, caps, dirs, outer_steps: int):
       new = jnp.minimum(new, n_nodes)
       return new, jnp.any(new != dist)
 
-    dist, _ = jax.lax.while_loop(lambda s: s[1], relax, (dist0, jnp.array(True)))
+    # Carries derived from the inputs (not constants): inside `shard_map` they then vary over
+    # the mesh axis as the loop body's outputs do.
+    dist, _ = jax.lax.while_loop(lambda s: s[1], relax, (dist0, jnp.any(dist0 >= 0)))
     return dist
 
   def push_relabel(_, state):
@@ -273,7 +275,7 @@ def _min_cut(excess, to_sink, caps, dirs, outer_steps: int):
     return jnp.any((excess > 0) & (height < n_nodes))
 
   # Zero heights make every node with excess active: the first round relabels globally.
-  height = jnp.zeros(shape, jnp.int32)
+  height = (excess * 0).astype(jnp.int32)  # (derived from an input: see `distances`)
   _, _, to_sink, caps = jax.lax.while_loop(not_done, outer, (excess, height, to_sink, caps))
   return distances(caps, to_sink) >= n_nodes
 
@@ -481,7 +483,10 @@ def transport_plan(visible: jax.Array, sal: jax.Array, t_eps: float) -> jax.Arra
     wins = winner[pick] == rows
     return cost.at[rows, pick].add(jnp.where(wins, 0.0, 1.0)), pick, wins
 
-  init = (cost, jnp.zeros(n, jnp.int32), jnp.zeros(n, bool))
+  # Carries derived from `cost` (not constants), so they vary over a `shard_map` axis as the
+  # loop body's outputs do.
+  zeros = (cost[:, 0] * 0).astype(jnp.int32)
+  init = (cost, zeros, zeros > 0)
   _, pick, wins = jax.lax.fori_loop(0, max(th, tw), step, init)
   return jax.nn.one_hot(pick, n, dtype=jnp.float32) * wins[:, None]
 

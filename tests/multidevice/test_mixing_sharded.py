@@ -26,6 +26,8 @@ LABEL_PRESERVING = ('cutout',)
 # No random draw at prob 1 (spectral-residual maps, greedy pairing): the shards here hold
 # the same images up to a scale, so they mix alike.
 DETERMINISTIC = ('guided_mixup',)
+# Hyper-parameters that fit the small 8x12 test images (PuzzleMix's default grids need 16 | H, W).
+HPARAMS = {'puzzlemix': dict(block_nums=(2,), neigh_size=2, t_size=2)}
 N_DEV = 8
 PER_DEV = 4
 
@@ -70,7 +72,7 @@ def _unshard(arr, k):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_shard_map_device_local_mixing(name):
-  mixer = mixing.get(name)
+  mixer = mixing.get(name, **HPARAMS.get(name, {}))
   mesh = jax.make_mesh((N_DEV,), ('data',))
   x, y = _batch()
   fn = jax.jit(jax.shard_map(functools.partial(_local_mix, mixer), mesh=mesh,
