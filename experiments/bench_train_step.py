@@ -44,6 +44,13 @@ METHODS = {
     'comixup': ('comixup', dict(block_num=4, part=20)),
     'guided_sr': ('guided_mixup', dict(saliency='sr', prob=1.0)),
     'guided_ap': ('guided_mixup', dict(saliency='ap', prob=1.0)),
+    'puzzlemix': ('puzzlemix', dict(solver='chains')),
+    'cutout': ('cutout', dict(length=16)),
+    'saliencymix': ('saliencymix', dict(alpha=1.0, prob=1.0)),
+    'fmix': ('fmix', dict(alpha=1.0, decay_power=3.0)),
+    'resizemix': ('resizemix', dict(scope=(0.1, 0.8))),
+    'augmix': ('augmix', dict(width=3, depth=-1, severity=3.0, jsd=True, jsd_weight=12.0)),
+    'manifold_mixup': ('manifold_mixup', dict(alpha=2.0)),
 }
 # Model and batch of each --config: Tiny-ImageNet PreActResNet-18, ImageNet ResNet-50.
 CONFIGS = ('tinyimagenet', 'imagenet')
