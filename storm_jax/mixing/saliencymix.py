@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from storm_jax.mixing import base
-from storm_jax.mixing.cutmix import box_bounds, box_fraction, box_mask, sample_centre
-from storm_jax.mixing.mixup import per_sample
+from storm_jax.mixing.cutmix import apply as cutmix_apply
+from storm_jax.mixing.cutmix import sample_centre
 
 CENTRES = ('saliency', 'uniform')
 BOXES = ('batch', 'example')
@@ -188,6 +188,9 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
           y: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Pastes the box around `(cy, cx)` from each sample's partner; label = realised share.
 
+  The box is placed as CutMix's (`cutmix.apply`, realised-area labels); only where its centre
+  comes from differs (the saliency peak, drawn in `sample`).
+
   Args:
     params: `{'lam', 'cy', 'cx'}` each `[]` or `[B]`, and `'perm': int [B]`.
     x: `[B, H, W, C]` images.
@@ -196,14 +199,7 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
   Returns:
     `(x_mix [B, H, W, C] float32, y_mix [B, N] float32)`.
   """
-  batch_size, height, width, _ = x.shape
-  lam, perm = jnp.asarray(params['lam'], jnp.float32), params['perm']
-  bounds = box_bounds(params['cy'], params['cx'], jnp.sqrt(1.0 - lam), height, width)
-  inside = jnp.broadcast_to(box_mask(bounds, height, width), (batch_size, height, width))
-  x = x.astype(jnp.float32)
-  x_mix = jnp.where(inside[..., None], x[perm], x)
-  lam_label = 1.0 - box_fraction(bounds, height, width)
-  return x_mix, base.lerp(per_sample(lam_label, y.ndim), y, y[perm])
+  return cutmix_apply(params, x, y, correct_lam=True)
 
 
 @base.register('saliencymix')
