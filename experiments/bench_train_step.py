@@ -99,12 +99,16 @@ def bench(method: str, batch_size: int, steps: int, width: int,
           **overrides) -> dict[str, float]:
   """Steady-state step time of `method` (`overrides`: `make_config`'s keywords)."""
   config = make_config(method, batch_size=batch_size, width=width, **overrides)
-  train.validate_config(config)
-  info = train.dataset_info(config)
+  # Synthetic batches: the dataset's facts come from the table (no disk, no TensorFlow).
+  info = data.info.with_image_size(data.info.lookup(config.dataset.name),
+                                   config.dataset.image_size or None)
+  train.validate_config(config, info=info)
   mesh = train.make_mesh()
   fns = train.make_steps(config, mesh, info)
   key = jax.random.key(0)
-  state = train.create_train_state(config, fns.ctx.model, key, mesh,
+  tx, _ = train.make_optimizer(config, train.steps_per_epoch(config, info),
+                               train.total_steps(config, info))
+  state = train.create_train_state(config, fns.ctx.model, key, mesh, tx=tx,
                                    input_shape=info.image_shape)
   rng = np.random.default_rng(0)
   batch = data.to_global({

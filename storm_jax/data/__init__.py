@@ -6,8 +6,11 @@
     batch = data.to_global(next(it), sharding)   # uint8 images; normalise on device
     for batch in data.eval_iterator('cifar100', global_batch_size=500): ...  # batch['mask']
 
-Importing this package hides every GPU from TensorFlow: tf.data runs on the host while JAX
-owns the accelerators (TF would otherwise reserve GPU memory).
+TensorFlow is imported on first use of the pipeline (`get_info`, the iterators, `prepare`,
+...), not by `import storm_jax.data`: the dataset facts (`info`, `DatasetInfo`, `names`) and
+`to_global` work without it (e.g. on accelerator machines without TensorFlow). Loading the
+pipeline (`sources.py`) hides every GPU from TensorFlow: tf.data runs on the host while JAX
+owns the accelerators.
 
 Datasets (`names()`; facts per dataset in info.py, one table with no I/O; `get_info` in
 sources.py adds what the disk knows):
@@ -31,24 +34,11 @@ not in tfds 4.9.10, so it is not offered.
 
 from __future__ import annotations
 
-from absl import logging
-import tensorflow as tf
+import importlib
+from typing import Any
 
-
-def hide_gpus_from_tf() -> None:
-  """Hides every GPU from TensorFlow (run on import): tf.data stays on the host, JAX owns them."""
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:  # TF initialised its devices before this import
-    if tf.config.get_visible_devices('GPU'):
-      logging.warning('TensorFlow already sees GPUs %s; import storm_jax.data before using TF '
-                      'so that it leaves the accelerators to JAX.',
-                      tf.config.get_visible_devices('GPU'))
-
-
-hide_gpus_from_tf()
-
-# pylint: disable=g-import-not-at-top,g-bad-import-order
+from storm_jax.data import info
+from storm_jax.data.arrays import to_global
 from storm_jax.data.info import AUGMENTS
 from storm_jax.data.info import CIFAR_C_CORRUPTIONS
 from storm_jax.data.info import CIFAR_C_STANDARD_15
@@ -58,18 +48,46 @@ from storm_jax.data.info import DatasetInfo
 from storm_jax.data.info import SEVERITIES
 from storm_jax.data.info import corrupted_names
 from storm_jax.data.info import names
-from storm_jax.data.input_pipeline import box_feature
-from storm_jax.data.input_pipeline import eval_iterator
-from storm_jax.data.input_pipeline import make_eval_dataset
-from storm_jax.data.input_pipeline import make_mixing_dataset
-from storm_jax.data.input_pipeline import make_train_dataset
-from storm_jax.data.input_pipeline import mixing_iterator
-from storm_jax.data.input_pipeline import num_eval_batches
-from storm_jax.data.input_pipeline import process_range
-from storm_jax.data.input_pipeline import to_global
-from storm_jax.data.input_pipeline import train_iterator
-from storm_jax.data.sources import DatasetNotFoundError
-from storm_jax.data.sources import get_info
-from storm_jax.data.sources import open_split
-from storm_jax.data.sources import UnreadableImageError
-from storm_jax.data.sources import prepare
+
+# Names of the TensorFlow-backed modules, imported on first access (PEP 562).
+_LAZY = {
+    'DatasetNotFoundError': 'sources',
+    'UnreadableImageError': 'sources',
+    'box_feature': 'input_pipeline',
+    'eval_iterator': 'input_pipeline',
+    'get_info': 'sources',
+    'make_eval_dataset': 'input_pipeline',
+    'make_mixing_dataset': 'input_pipeline',
+    'make_train_dataset': 'input_pipeline',
+    'mixing_iterator': 'input_pipeline',
+    'num_eval_batches': 'input_pipeline',
+    'open_split': 'sources',
+    'prepare': 'sources',
+    'process_range': 'input_pipeline',
+    'train_iterator': 'input_pipeline',
+}
+
+
+def hide_gpus_from_tf() -> None:
+  """Hides every GPU from TensorFlow: tf.data stays on the host, JAX owns the accelerators."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF initialised its devices before this import
+    if tf.config.get_visible_devices('GPU'):
+      logging.warning('TensorFlow already sees GPUs %s; use storm_jax.data before using TF '
+                      'so that it leaves the accelerators to JAX.',
+                      tf.config.get_visible_devices('GPU'))
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _LAZY:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
+  globals()[name] = value  # later lookups skip __getattr__
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_LAZY))

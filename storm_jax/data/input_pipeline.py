@@ -649,16 +649,3 @@ def eval_iterator(name: str, *, global_batch_size: int, split: str | None = None
       with_boxes=with_boxes, max_boxes=max_boxes)
   return sources.name_unreadable(ds.as_numpy_iterator(), info.tfds_name,
                                  info.eval_split if split is None else split)
-
-
-def to_global(batch, sharding: jax.sharding.Sharding):
-  """Process-local numpy batch -> global jax.Arrays (`jax.make_array_from_process_local_data`).
-
-  Args:
-    batch: pytree of per-process arrays, leading dim b = global batch / process_count.
-    sharding: sharding of the global batch, e.g. NamedSharding(mesh, P('data')).
-
-  Returns:
-    The same pytree of global arrays with leading dim global batch.
-  """
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -28,11 +28,15 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import decode as tfds_decode
 
 from storm_jax import errors
+from storm_jax.data import hide_gpus_from_tf
 from storm_jax.data import cifar100_corrupted
 from storm_jax.data import digits
 from storm_jax.data import fractals
 from storm_jax.data import info as info_lib
 from storm_jax.data import tiny_imagenet
+
+# The pipeline's first TensorFlow import: TF must leave the accelerators to JAX.
+hide_gpus_from_tf()
 
 _CUSTOM_BUILDERS = {
     'digits': digits.Digits,

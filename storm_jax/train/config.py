@@ -132,8 +132,12 @@ def mix_off_step(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> i
 
 
 def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None,
-                    process_count: int | None = None) -> None:
+                    process_count: int | None = None,
+                    info: data.DatasetInfo | None = None) -> None:
   """Checks the config before anything is built or compiled.
+
+  `info` (default: `dataset_info(config)`, which reads the disk through the TensorFlow
+  pipeline) lets synthetic-data callers such as the benchmarks validate without TensorFlow.
 
   Everything checkable without compiling is checked here: fields and hyper-parameters, the
   mixer's shape-dependent constraints on this dataset's images (traced abstractly), and that
@@ -182,7 +186,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   errors.check(not mixer.needs_mixing_pictures, 'mix.name', config.mix.name,
                'mixes with pictures of a second input stream, which the trainer does not feed '
                'yet; the op is usable from the library (docs/DESIGN.md#mixing-stream).')
-  info = dataset_info(config)  # Raises UserError for an unknown dataset.
+  if info is None:
+    info = dataset_info(config)  # Raises UserError for an unknown dataset.
   h, w, c = info.image_shape
   if mixer.hidden_points:  # Manifold Mixup: the model mixes hidden states (`mix=` argument).
     model = build_model(config, info.num_classes)
