@@ -260,7 +260,8 @@ class Mixer:
     def trace(key, x, y, **kw):
       return self.apply(self.sample(key, x.shape, **kw), x, y)
 
-    jax.eval_shape(trace, jax.ShapeDtypeStruct((), jax.random.key(0).dtype),
+    abstract_key = jax.eval_shape(jax.random.key, 0)  # shape and dtype only: nothing drawn
+    jax.eval_shape(trace, abstract_key,
                    jax.ShapeDtypeStruct(shape, dtype),
                    jax.ShapeDtypeStruct((shape[0], num_classes), jnp.float32), **kw)
 
