@@ -1,7 +1,8 @@
 r"""Reduced Tiny-ImageNet protocol for CPU-sized ablations. NOT a paper protocol.
 
 PreActResNet-18 with the stride-2 stem at width 16 (1/16 of the paper model's convolution
-FLOPs), trained on the first 20,000 images of the training split (all of the 100-per-class
+FLOPs) on the images resized to 32x32 (a quarter of the pixels: about 2.6x faster here),
+trained on the first 20,000 images of the training split (all of the 100-per-class
 subset, or a prefix of the full split), 6 epochs, cosine lr 0.1 (the CIFAR configs' lr),
 batch 100, SGD momentum 0.9, weight decay 5e-4, soft cross-entropy, crop + flip; evaluated
 on the 10,000 validation images. It exists to compare settings of one method (StoRM's
@@ -25,6 +26,7 @@ def get_config(arg: str = ''):
   config = common.get_config()
   config.dataset.name = 'tiny_imagenet'
   config.dataset.train_examples = TRAIN_EXAMPLES
+  config.dataset.image_size = 32
   config.model.name = 'preactresnet18'
   config.model.kwargs.stem = 'tiny'
   config.model.kwargs.width = 16

@@ -78,7 +78,7 @@ TABLES = [
     tablelib.Table(name='storm_ablation_reduced', seeds=2, baseline='Vanilla',
                    columns=COLUMNS + (tablelib.Column('nll', 'NLL'),),
                    title='StoRM objective and learning rate: reduced Tiny-ImageNet protocol '
-                         '(PreActResNet-18 width 16, 20k images, 6 epochs)',
+                         '(PreActResNet-18 width 16, 20k images at 32x32, 6 epochs)',
                    note='Not a paper protocol: a CPU-sized comparison of settings.',
                    rows=_reduced_rows()),
 ]
