@@ -146,11 +146,13 @@ def _fmt(values: Sequence[float]) -> str:
 def markdown(table: Table, results: Mapping[str, Mapping[str, Sequence[float]]],
              by_seed: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None) -> str:
   """A markdown table: ours (mean ± std over seeds) and the paper's number, per column; with
-  `table.baseline` and `by_seed`, also each row minus the baseline row, paired by seed."""
+  `table.baseline` and `by_seed`, also each row minus the baseline row, paired by seed. A table
+  whose rows have no paper numbers (an ablation of our own) has no paper and Δ columns."""
   paired = bool(table.baseline and by_seed is not None)
+  has_paper = any(row.paper for row in table.rows)
   header = ['method']
   for c in table.columns:
-    header += [f'{c.header} (ours)', f'{c.header} (paper)', 'Δ']
+    header += [f'{c.header} (ours)', f'{c.header} (paper)', 'Δ'] if has_paper else [c.header]
     if paired:
       header.append(f'{c.header} − {table.baseline} (paired)')
   lines = [f'### {table.title}', '']
@@ -165,7 +167,8 @@ def markdown(table: Table, results: Mapping[str, Mapping[str, Sequence[float]]],
       delta = '–'
       if ours and paper is not None:
         delta = f'{_mean_std(ours)[0] - paper:+.2f}'
-      cells += [_fmt(ours), '–' if paper is None else f'{paper:.2f}', delta]
+      cells += [_fmt(ours), '–' if paper is None else f'{paper:.2f}', delta] if has_paper else [
+          _fmt(ours)]
       if paired:
         cells.append(_fmt(paired_differences(by_seed, row.label, table.baseline, c.key)))
     lines.append('| ' + ' | '.join(cells) + ' |')

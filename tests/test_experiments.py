@@ -81,6 +81,18 @@ def test_paired_differences_against_the_baseline_row(tmp_path):
   assert md.splitlines()[-1].endswith('| 2.00 ± 1.41 (n=2) |'), md  # mean of (1, 3), std sqrt 2
 
 
+def test_table_without_paper_numbers_has_no_paper_columns(tmp_path):
+  """Our own ablations: one column per metric, no empty '(paper)' and 'Δ' columns."""
+  rows = tuple(tablelib.Row(r.label, r.config) for r in TABLE.rows)
+  table = tablelib.Table(name='own', title='Own', columns=TABLE.columns, rows=rows, seeds=1)
+  _fabricate(tmp_path, rows[0], 0, {'top1_acc': 76.0, 'fgsm_err_4': 80.0})
+  md = tablelib.markdown(table, tablelib.collect(table, tmp_path / TABLE.name))
+  header = md.splitlines()[2]
+  assert '(paper)' not in md and 'Δ' not in md, md
+  assert header == '| method | ' + ' | '.join(c.header for c in TABLE.columns) + ' |', header
+  assert md.splitlines()[4] == '| Vanilla | 76.00 (n=1) | 80.00 (n=1) |', md
+
+
 def test_unknown_table_rejected(tmp_path):
   with pytest.raises(SystemExit):
     tablelib.main([TABLE], ['aggregate', '--table=nope', f'--runs={tmp_path}'])
