@@ -416,8 +416,8 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
 
   def example(g, record):
     image_bytes, label = source.parse(record)
-    seed_k = tf.random.experimental.stateless_fold_in(augment_seed, g)
-    image = train_transform(image_bytes, seed_k, augment=augment, image_shape=info.image_shape,
+    seed_g = tf.random.experimental.stateless_fold_in(augment_seed, g)
+    image = train_transform(image_bytes, seed_g, augment=augment, image_shape=info.image_shape,
                             crop_padding=info.crop_padding, stored_hw=source.image_hw)
     return {'image': image, 'label': label}
 
@@ -518,8 +518,8 @@ def make_mixing_dataset(name: str = DEFAULT_MIXING_SET, *, global_batch_size: in
 
   def example(g, record):
     image_bytes, _ = source.parse(record)
-    seed_k = tf.random.experimental.stateless_fold_in(augment_seed, g)
-    return mixing_transform(image_bytes, seed_k, image_shape=shape, resize=float(resize))
+    seed_g = tf.random.experimental.stateless_fold_in(augment_seed, g)
+    return mixing_transform(image_bytes, seed_g, image_shape=shape, resize=float(resize))
 
   ds = _read_records(_stream_positions(source.num_examples, index, count, b, start_step,
                                        shuffle_seed), source, b)
