@@ -228,8 +228,9 @@ def test_resume_is_exact_with_augmentation(digits_dir):
 def test_global_batch_does_not_depend_on_the_process_count(digits_dir, augment):
   """Process batches concatenated in process order == the one-process batch, step by step.
 
-  20 examples in batches of 8: steps 2 and 5 straddle epoch boundaries; crop_flip checks that
-  an example's augmentation does not depend on the process that reads it.
+  20 examples in batches of 8: step 2 straddles the first epoch boundary and step 5 starts the
+  third epoch; crop_flip checks that an example's augmentation does not depend on the process
+  that reads it.
   """
   kw = dict(global_batch_size=8, seed=2, data_dir=digits_dir, augment=augment,
             train_examples=20)

@@ -114,7 +114,7 @@ def test_mixing_stream_crops_resume_exactly_and_depend_on_the_seed(fractal_dir):
 
 
 def test_mixing_stream_global_batch_does_not_depend_on_the_process_count(fractal_dir):
-  # 10 pictures in global batches of 4: steps 2 and 4 straddle epoch boundaries.
+  # 10 pictures in global batches of 4: step 2 straddles an epoch boundary (resumed at it too).
   single = _take(_stream(fractal_dir, global_batch_size=4), 5)
   for start in (0, 2):
     parts = [_take(_stream(fractal_dir, global_batch_size=4, start_step=start, process_index=i,
