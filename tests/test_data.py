@@ -224,14 +224,28 @@ def test_resume_is_exact_with_augmentation(digits_dir):
   np.testing.assert_array_equal(resumed['image'], stream[3]['image'])
 
 
-def test_train_multiprocess_slices_are_disjoint(digits_dir):
-  kw = dict(global_batch_size=24, seed=0, data_dir=digits_dir, augment='none', process_count=2)
-  per_process = []
-  for i in range(2):
-    bs = _take(data.train_iterator('digits', process_index=i, **kw), 31)  # one epoch: 750/12
-    assert bs[0]['image'].shape == (12, 8, 8, 1)
-    per_process.append(_hashes(np.concatenate([b['image'] for b in bs])[:750]))
-  assert not set(per_process[0]) & set(per_process[1])
+@pytest.mark.parametrize('augment', ['none', 'crop_flip'])
+def test_global_batch_does_not_depend_on_the_process_count(digits_dir, augment):
+  """Process batches concatenated in process order == the one-process batch, step by step.
+
+  20 examples in batches of 8: step 2 straddles the first epoch boundary and step 5 starts the
+  third epoch; crop_flip checks that an example's augmentation does not depend on the process
+  that reads it.
+  """
+  kw = dict(global_batch_size=8, seed=2, data_dir=digits_dir, augment=augment,
+            train_examples=20)
+  single = _take(data.train_iterator('digits', **kw), 7)
+  for count in (2, 4):
+    for start in (0, 2, 5):  # from the start, and resumed (start_step) across the boundaries
+      parts = [_take(data.train_iterator('digits', start_step=start, process_index=i,
+                                         process_count=count, **kw), 7 - start)
+               for i in range(count)]
+      for t, want in enumerate(single[start:], start):
+        got = [p[t - start] for p in parts]
+        assert got[0]['image'].shape == (8 // count, 8, 8, 1)
+        for key in ('image', 'label'):
+          np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), want[key],
+                                        err_msg=f'{key}, step {t}, {count} processes')
 
 
 def test_bad_arguments_raise_value_error(digits_dir):

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -111,3 +113,63 @@ def test_stop_is_agreed_across_processes():
   assert [r['left_at'] for r in results] == [3, 3]
   assert [r['own_flag'] for r in results] == [True, False]
   assert all(r['total'] == 8.0 for r in results)
+
+
+_TRAIN_DIGITS = """
+    sys.path.insert(0, '.')
+    from configs import digits_storm
+    from storm_jax import train
+    config = digits_storm.get_config()   # the README's default run, shortened
+    config.dataset.data_dir = os.environ['TEST_DATA_DIR']
+    config.num_train_steps = 24          # > one epoch of 1501 / 64: crosses a boundary
+    config.update(halt_after_step=24,    # ends after the final checkpoint, skips the final eval
+                  log_every_steps=8, eval_every_steps=0, checkpoint_every_steps=0,
+                  preview_images=0, progress_bar=False, tensorboard=False)
+    # This process's rows of each global batch are rows [p * b, (p + 1) * b): the mesh lists
+    # the devices process by process, the order in which the pipeline splits a global batch.
+    sharding = NamedSharding(train.make_mesh(), P('data'))
+    b = config.batch_size // jax.process_count()
+    rows = sorted(s[0].indices(config.batch_size)[:2]
+                  for s in sharding.addressable_devices_indices_map((config.batch_size,)).values())
+    assert rows[0][0] == jax.process_index() * b and rows[-1][1] == rows[0][0] + b, rows
+    summary = train.train_and_evaluate(config, os.environ['TEST_WORKDIR'])
+    print(json.dumps({'process': jax.process_index(), 'step': summary['step'],
+                      'status': summary['status'], 'train_loss': summary['train_loss']}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(tmp_path, monkeypatch):
+  """2 processes x 4 devices train the digits default to the parameters of 1 process x 8.
+
+  Each process reads only its part of every global batch; the pipeline makes the global batch
+  independent of the process count (tests/test_data.py), so both runs compute the same steps.
+  Only the order of the cross-device sums may differ (XLA's all-reduce inside one process vs
+  gloo between processes), which changes float32 sums by a few ulp per step: hence rtol 1e-5
+  (about 100 ulp after 24 steps) instead of bitwise equality (which holds today). A batch
+  that differs moves them by orders of magnitude more.
+  """
+  sys.path.insert(0, str(ROOT))
+  from configs import digits_storm  # pylint: disable=g-import-not-at-top
+  from storm_jax import data  # pylint: disable=g-import-not-at-top
+  from storm_jax import train  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / 'tfds')
+  data.prepare('digits', data_dir=data_dir)  # once, not by two processes at the same time
+  monkeypatch.setenv('TEST_DATA_DIR', data_dir)
+  config = digits_storm.get_config()
+  config.dataset.data_dir = data_dir
+  results, variables = {}, {}
+  for processes, devices in ((1, 8), (2, 4)):
+    workdir = str(tmp_path / f'{processes}x{devices}')
+    monkeypatch.setenv('TEST_WORKDIR', workdir)
+    results[processes] = run_processes(_TRAIN_DIGITS, num_processes=processes,
+                                       devices_per_process=devices, timeout=900)
+    _, variables[processes], _ = train.restore_for_eval(config, workdir)  # the step-24 state
+  assert [(r['step'], r['status']) for r in results[1] + results[2]] == [(24, 'halted')] * 3
+  for r in results[2]:
+    assert r['train_loss'] == pytest.approx(results[1][0]['train_loss'], rel=1e-5)
+  flat = {n: jax.tree_util.tree_leaves_with_path(v) for n, v in variables.items()}
+  assert len(flat[1]) == len(flat[2]) > 4
+  for (path, want), (_, got) in zip(flat[1], flat[2]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))

@@ -1,14 +1,16 @@
 """Train and eval input pipelines: stateless, resumable, multi-host, uint8 on the host.
 
-Train stream (per process). The process reads its slice [lo, lo + n) of the train split
-(`process_range`, equal sizes: the remainder of N / process_count is dropped). Its examples
-form an endless stream: stream position k belongs to epoch e = k // n and is example
-`lo + index_shuffle(k % n, seed=fold_in(seed, e))`, a permutation of the slice that depends
-only on (seed, epoch). Batch t is positions [t * b, (t + 1) * b) with b = global batch /
-process count, so batches run across epoch boundaries like `repeat().batch()` and every
-epoch sees each example exactly once. Augmentation randomness is a stateless function of
-(seed, process index, k). Hence the batch at step t depends only on (seed, t, process), and
-`start_step=t` positions the stream in O(1): nothing before it is read or decoded.
+Train stream (global, then split by process). The examples of the train split form one
+endless global stream: global position g belongs to epoch e = g // N and is example
+`index_shuffle(g % N, seed=fold_in(seed, e))`, a permutation of the split that depends only on
+(seed, epoch). Global batch t is positions [t * B, (t + 1) * B) (B the global batch size), so
+batches run across epoch boundaries like `repeat().batch()` and every epoch sees each example
+exactly once. Process p of P reads (and decodes) only its part of each global batch, the
+positions [t * B + p * b, t * B + (p + 1) * b) with b = B / P. Augmentation randomness is a
+stateless function of (seed, g). Hence global batch t depends only on (seed, t), not on the
+number of processes: the process batches concatenated in process order are the batch one
+process reads (docs/DESIGN.md#data-pipeline), and `start_step=t` positions the stream in
+O(1): nothing before it is read or decoded.
 
 Eval stream. Each process reads its contiguous slice (sizes differ by at most one), in order,
 padded to `num_eval_batches` full batches; `mask` is False on padding (whose image and label
@@ -49,7 +51,7 @@ def process_range(num_examples: int, process_index: int, process_count: int, *,
     num_examples: examples in the split.
     process_index: this process, in [0, process_count).
     process_count: number of processes.
-    drop_remainder: True (train): every process gets num_examples // process_count and the
+    drop_remainder: True: every process gets num_examples // process_count and the
       last num_examples % process_count examples are not used. False (eval): the first
       num_examples % process_count processes get one example more, so every example is read
       exactly once. Both are the slices of `tfds.even_splits(split, process_count,
@@ -347,20 +349,32 @@ def _read_records(ds: tf.data.Dataset, source: sources.RecordSource, b: int):
   return ds.map(read, num_parallel_calls=_AUTOTUNE, deterministic=True).unbatch()
 
 
-def _stream_positions(lo: int, n: int, b: int, start_step: int,
+def _stream_positions(num_examples: int, index: int, count: int, b: int, start_step: int,
                       shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-  """Batches (k [b], example index [b]) of the endless shuffled stream from `start_step`.
+  """Batches (g [b], example index [b]) of process `index`'s part of the global stream.
 
-  Stream position k is example `lo + index_shuffle(k % n, seed=fold_in(shuffle_seed, k // n))`
-  and batch t holds positions [t * b, (t + 1) * b): a function of (seed, t) only.
+  Global position g is example `index_shuffle(g % N, seed=fold_in(shuffle_seed, g // N))`
+  (N = num_examples). Global batch t holds positions [t * B, (t + 1) * B), B = count * b, and
+  process `index` reads its contiguous part [t * B + index * b, t * B + (index + 1) * b):
+  a function of (seed, t, index) whose concatenation over processes does not depend on
+  `count`. Yields from global batch `start_step` on.
   """
-  def locate(k):
-    epoch_seed = tf.random.experimental.stateless_fold_in(shuffle_seed, k // n)
-    pos = tf.random.experimental.index_shuffle(k % n, seed=epoch_seed, max_index=n - 1)
-    return k, lo + pos
+  n, big_b = num_examples, count * b
 
-  ds = tf.data.Dataset.range(int(start_step) * b, _STREAM_END)
+  def locate(k):  # k: position in this process's own stream
+    g = k // b * big_b + index * b + k % b
+    epoch_seed = tf.random.experimental.stateless_fold_in(shuffle_seed, g // n)
+    return g, tf.random.experimental.index_shuffle(g % n, seed=epoch_seed, max_index=n - 1)
+
+  ds = tf.data.Dataset.range(int(start_step) * b, _STREAM_END // count)
   return ds.map(locate, num_parallel_calls=_AUTOTUNE, deterministic=True).batch(b)
+
+
+def _augment_seed(seed: int, salt: int) -> tf.Tensor:
+  # The fold-in of 0 stands where earlier versions folded in the process index: it keeps every
+  # single-process stream bit-identical to theirs. The per-example key folds in the global
+  # position, so an example's augmentation does not depend on which process reads it.
+  return tf.random.experimental.stateless_fold_in(_seed_tensor(seed, salt), 0)
 
 
 def _options() -> tf.data.Options:
@@ -388,8 +402,7 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
     raise ValueError(f'start_step={start_step!r}: expected an int >= 0.')
   index, count = _processes(process_index, process_count)
   b = _local_batch_size(global_batch_size, count)
-  shuffle_seed, augment_seed = _seed_tensor(seed, _SHUFFLE_SALT), _seed_tensor(seed, _AUGMENT_SALT)
-  augment_seed = tf.random.experimental.stateless_fold_in(augment_seed, index)
+  shuffle_seed, augment_seed = _seed_tensor(seed, _SHUFFLE_SALT), _augment_seed(seed, _AUGMENT_SALT)
 
   if train_examples is not None and (isinstance(train_examples, bool) or not isinstance(
       train_examples, (int, np.integer)) or train_examples < 1):
@@ -398,20 +411,18 @@ def make_train_dataset(name: str, *, global_batch_size: int, seed: int, start_st
   num_examples = source.num_examples
   if train_examples is not None:  # a fixed prefix of the stored split (reduced protocols)
     num_examples = min(num_examples, int(train_examples))
-  lo, hi = process_range(num_examples, index, count, drop_remainder=True)
-  n = hi - lo
-  if n == 0:
-    raise ValueError(f'dataset {name!r}: split {info.train_split!r} has '
-                     f'{source.num_examples} examples, fewer than process_count={count}.')
+  if num_examples == 0:
+    raise ValueError(f'dataset {name!r}: split {info.train_split!r} has no examples.')
 
-  def example(k, record):
+  def example(g, record):
     image_bytes, label = source.parse(record)
-    seed_k = tf.random.experimental.stateless_fold_in(augment_seed, k)
-    image = train_transform(image_bytes, seed_k, augment=augment, image_shape=info.image_shape,
+    seed_g = tf.random.experimental.stateless_fold_in(augment_seed, g)
+    image = train_transform(image_bytes, seed_g, augment=augment, image_shape=info.image_shape,
                             crop_padding=info.crop_padding, stored_hw=source.image_hw)
     return {'image': image, 'label': label}
 
-  ds = _read_records(_stream_positions(lo, n, b, start_step, shuffle_seed), source, b)
+  ds = _read_records(
+      _stream_positions(num_examples, index, count, b, start_step, shuffle_seed), source, b)
   ds = ds.map(example, num_parallel_calls=_AUTOTUNE, deterministic=True)
   ds = ds.batch(b, drop_remainder=True).prefetch(_AUTOTUNE)
   return ds.with_options(_options()), info
@@ -422,7 +433,10 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
                    image_size: int | None = None, process_index: int | None = None,
                    process_count: int | None = None,
                    train_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """Endless, deterministic train batches of this process.
+  """Endless, deterministic train batches of this process: its part of each global batch.
+
+  Global batch t is the same whatever the number of processes: concatenated in process order,
+  the batches of processes 0..P-1 at step t are the batch of one process (module docstring).
 
   Args:
     name: dataset name (`names()`).
@@ -440,7 +454,8 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, start_step: 
 
   Returns:
     Iterator of {'image': uint8 [b, H, W, C], 'label': int32 [b]} with
-    b = global_batch_size // process_count.
+    b = global_batch_size // process_count: rows [process_index * b, (process_index + 1) * b)
+    of the global batch.
 
   Raises:
     DatasetNotFoundError: the dataset is not available locally.
@@ -495,21 +510,19 @@ def make_mixing_dataset(name: str = DEFAULT_MIXING_SET, *, global_batch_size: in
   index, count = _processes(process_index, process_count)
   b = _local_batch_size(global_batch_size, count)
   shuffle_seed = _seed_tensor(seed, _MIXING_SHUFFLE_SALT)
-  augment_seed = tf.random.experimental.stateless_fold_in(
-      _seed_tensor(seed, _MIXING_AUGMENT_SALT), index)
+  augment_seed = _augment_seed(seed, _MIXING_AUGMENT_SALT)
   source = sources.open_split(name, split, data_dir)
-  lo, hi = process_range(source.num_examples, index, count, drop_remainder=True)
-  if hi == lo:
-    raise ValueError(f'mixing set {name!r} has {source.num_examples} pictures, fewer than '
-                     f'process_count={count}.')
+  if source.num_examples == 0:
+    raise ValueError(f'mixing set {name!r} has no pictures in split {split!r}.')
   shape = tuple(int(d) for d in image_shape)
 
-  def example(k, record):
+  def example(g, record):
     image_bytes, _ = source.parse(record)
-    seed_k = tf.random.experimental.stateless_fold_in(augment_seed, k)
-    return mixing_transform(image_bytes, seed_k, image_shape=shape, resize=float(resize))
+    seed_g = tf.random.experimental.stateless_fold_in(augment_seed, g)
+    return mixing_transform(image_bytes, seed_g, image_shape=shape, resize=float(resize))
 
-  ds = _read_records(_stream_positions(lo, hi - lo, b, start_step, shuffle_seed), source, b)
+  ds = _read_records(_stream_positions(source.num_examples, index, count, b, start_step,
+                                       shuffle_seed), source, b)
   ds = ds.map(example, num_parallel_calls=_AUTOTUNE, deterministic=True)
   ds = ds.batch(b, drop_remainder=True).prefetch(_AUTOTUNE)
   return ds.with_options(_options())
@@ -522,11 +535,12 @@ def mixing_iterator(name: str = DEFAULT_MIXING_SET, *, global_batch_size: int, s
                     process_count: int | None = None) -> Iterator[np.ndarray]:
   """Endless batches of mixing pictures (PixMix / IPMix), one beside each train batch.
 
-  A second stream with the train stream's structure (docs/DESIGN.md#mixing-stream): this
-  process reads its own slice of the set, in epochs reshuffled by `index_shuffle` from its own
-  seed, and crops each picture with a stateless seed of (seed, process, position). Batch t
-  depends only on (seed, t, process): `start_step=t` resumes it exactly, as the train stream,
-  so a resumed run pairs step t's training batch with the same pictures.
+  A second stream with the train stream's structure (docs/DESIGN.md#mixing-stream): one
+  global stream of the set in epochs reshuffled by `index_shuffle` from its own seed, each
+  picture cropped with a stateless seed of (seed, global position); this process reads its
+  part of each global batch. Global batch t depends only on (seed, t), not on the number of
+  processes, and `start_step=t` resumes it exactly, as the train stream, so a resumed run
+  pairs step t's training batch with the same pictures.
 
   Args:
     name: the mixing set: `fractals[/<H>x<W>_<count>_seed<s>]` (generated, prepared on first
