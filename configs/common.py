@@ -29,9 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = config_dict.placeholder(str)
   config.dataset.image_size = config_dict.placeholder(int)  # None: the dataset's native size.
   config.dataset.augment = config_dict.placeholder(str)  # None: the dataset's augmentation.
-  config.dataset.train_examples = config_dict.placeholder(int)  # N: the first N examples only.
-  # Second stream of mixing pictures (PixMix, IPMix): None = none, 'fractals[/<H>x<W>_<n>_seed<s>]'
-  # (generated) or 'image_folder:<root>'. Set by set_method for the methods that need one.
+  config.dataset.train_examples = config_dict.placeholder(int)  # N: its first N examples only.
+  # Second stream of mixing pictures (PixMix, IPMix): None = none,
+  # 'fractals[/<H>x<W>_<n>_seed<s>]' (generated) or 'image_folder:<root>'. Set by set_method
+  # for the methods that need one.
   config.dataset.mixing_set = config_dict.placeholder(str)
 
   config.model = ml_collections.ConfigDict()
