@@ -18,7 +18,7 @@ def get_config(arg: str = ''):
   method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = 'cifar100'
-  config.model.name = 'preactresnet18'
+  common.set_model(config, 'preactresnet18')
   common.set_method(config, method)
   config.optim.lr = 0.2
   config.optim.milestones = (100, 200)

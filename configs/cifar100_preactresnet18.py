@@ -16,8 +16,7 @@ def get_config(arg: str = ''):
   method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = 'cifar100'
-  config.model.name = 'preactresnet18'
-  config.model.kwargs.stem = 'cifar'
+  common.set_model(config, 'preactresnet18', stem='cifar')
   common.set_method(config, method)
   config.optim.lr = 0.1
   config.optim.milestones = (400, 800)

@@ -15,8 +15,9 @@ def get_config(arg: str = ''):
   method, smoke_run = common.parse_arg(arg, default_method='rmix')
   config = common.get_config()
   config.dataset.name = 'cifar100'
-  config.model.name = 'preactresnet18'
+  common.set_model(config, 'preactresnet18')
   common.set_method(config, method)
+  # Max lr: the R-Mix code's `--max_lr` default, which the paper rounds to 0.3.
   config.optim.lr = 0.29947526988779305
   config.optim.nesterov = True
   config.optim.schedule = 'onecycle'

@@ -1,12 +1,21 @@
 """Defaults shared by every experiment config; experiment files override what differs.
 
-Fields use '' / 0 / -1 for "not set" because ml_collections cannot override a None field
-from the command line.
+This is the one place for the defaults: the library reads every field as it is here. A field
+with no value is an ml_collections placeholder (None, typed: `--config.dataset.image_size=32`
+still parses as an int); the comment says what None means.
+
+Each method's hyper-parameters, per protocol, are here too (`METHODS`, `PROTOCOL_HPARAMS`):
+a config file picks its protocol with `set_method(config, method, protocol)`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
+from ml_collections import config_dict
+
+from storm_jax import models
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -16,24 +25,29 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'digits'
-  config.dataset.data_dir = ''   # '' = the tfds default (~/tensorflow_datasets).
-  config.dataset.image_size = 0  # 0 = the dataset's native size.
-  config.dataset.augment = ''    # '' = the dataset's default train augmentation.
-  config.dataset.train_examples = 0  # > 0: train on the first N examples of the split only.
-  # Second stream of mixing pictures (PixMix, IPMix): '' = none, 'fractals[/<H>x<W>_<n>_seed<s>]'
-  # (generated) or 'image_folder:<root>'. Set by set_method for the methods that need one.
-  config.dataset.mixing_set = ''
+  # tfds data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  config.dataset.data_dir = config_dict.placeholder(str)
+  config.dataset.image_size = config_dict.placeholder(int)  # None: the dataset's native size.
+  config.dataset.augment = config_dict.placeholder(str)  # None: the dataset's augmentation.
+  config.dataset.train_examples = config_dict.placeholder(int)  # N: its first N examples only.
+  # Second stream of mixing pictures (PixMix, IPMix): None = none,
+  # 'fractals[/<H>x<W>_<n>_seed<s>]' (generated) or 'image_folder:<root>'. Set by set_method
+  # for the methods that need one.
+  config.dataset.mixing_set = config_dict.placeholder(str)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'cnn_small'
-  config.model.kwargs = ml_collections.ConfigDict()
+  # Every option of every model (width, stem, dtype, ...), None = that model's own default, so
+  # `--config.model.kwargs.<option>=` works on every config whatever the model
+  # (docs/DESIGN.md#model-options). Set them with `set_model`.
+  config.model.kwargs = model_options()
 
   config.mix = ml_collections.ConfigDict()
   config.mix.name = 'none'
   config.mix.hparams = ml_collections.ConfigDict()  # Passed to mixing.get(name, **hparams).
   config.mix.scope = 'device'        # 'device' (DDP-like, per-shard draws) | 'global'.
   config.mix.off_last_epochs = 0     # Train without mixing for the last N epochs.
-  config.mix.off_after_step = -1     # ... or from this step on (-1 = never).
+  config.mix.off_after_step = config_dict.placeholder(int)  # ... or from this step on.
   config.mix.single_pass = False     # Clean + mixed in one concatenated pass (deviation).
   # Methods with a clean term (StoRM, Region Mixup, R-Mix's clean_weight): 'sum' = clean +
   # mixed loss (StoRM's Algorithm 1; about twice the gradient of one term at the same lr),
@@ -59,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.max_momentum = 0.95
 
   config.num_epochs = 200.0
-  config.num_train_steps = -1   # > 0 overrides num_epochs.
+  config.num_train_steps = config_dict.placeholder(int)  # Set: overrides num_epochs.
   config.batch_size = 128       # Global, over all devices and processes.
   config.eval_batch_size = 500
   config.loss = 'softmax_ce'     # 'softmax_ce' | 'softmax_bce' (docs/DESIGN.md#losses).
@@ -69,7 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0         # 0 = evaluate only at the end.
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
-  config.halt_after_step = -1         # Save and stop after this step, as if preempted.
+  config.halt_after_step = config_dict.placeholder(int)  # Save and stop there (as if preempted).
   config.preview_images = 16          # Images in mixed_batch.png (0 = no preview).
   config.progress_bar = True
   config.tensorboard = True
@@ -118,6 +132,46 @@ METHODS = {
 }
 # Methods that mix with pictures of a second input stream, and the set they use by default.
 MIXING_SET_METHODS = {'pixmix': 'fractals', 'ipmix': 'fractals'}
+# Where a protocol's papers set a method differently from METHODS: {protocol: {method:
+# hparams}}, whole hparams dicts (docs/DESIGN.md#method-hparams). A config file names its
+# protocol in `set_method(config, method, protocol)`.
+PROTOCOL_HPARAMS = {
+    # CIFAR-10 (IPMix protocol configs): the Cutout reference's CIFAR-10 hole.
+    'cifar10': {'cutout': dict(length=16)},
+    # PuzzleMix's Tiny-ImageNet protocol (configs/tinyimagenet.py).
+    'tiny_imagenet': {
+        'mixup': dict(alpha=0.2),
+        'cutmix': dict(alpha=1.0),
+        'dcutmix': dict(K=3, alpha=1.0),
+        # multi-mix does not state the hole: the CIFAR-100 hole (8 of 32) at the same fraction
+        # of the side (docs/DESIGN.md#cutout).
+        'cutout': dict(length=16),
+        'guided_ap': dict(saliency='ap', pairing='greedy', prob=0.8, clean_lam=1.0),
+        'manifold_mixup': dict(alpha=0.2, points=(0, 1, 2)),  # The PuzzleMix README's value.
+        # Transport on the block grid (t_size=-1), clean_lam=1 (the reference README for Tiny).
+        'puzzlemix': dict(alpha=1.0, beta=1.2, gamma=0.5, eta=0.2, neigh_size=4, n_labels=3,
+                          transport=True, t_eps=0.8, t_size=-1, clean_lam=1.0),
+    },
+    # ImageNet ResNet-50, 100 epochs (configs/imagenet_resnet50.py, StoRM Table 4).
+    'imagenet_100ep': {
+        # ImageNet R-Mix: alpha 0.2, flip pairing, clean CE (docs/DESIGN.md#rmix).
+        'rmix': dict(alpha=0.2, grid_sizes=(2, 4), num_thresholds=10, pairing='flip',
+                     clean_weight=1.0),
+        'augmix': dict(METHODS['augmix'][1], severity=1.0),  # AugMix's ImageNet recipe.
+        'saliencymix': dict(alpha=1.0, prob=1.0),  # SaliencyMix's ImageNet script: every batch.
+    },
+    # ImageNet ResNet-50, 300 epochs (configs/imagenet_resnet50_300ep.py, HMix / DCutMix
+    # tables): HMix's ImageNet settings (r=0.75, Mixup alpha 0.8), DCutMix/DMixup K=3, alpha=1/3.
+    'imagenet_300ep': {
+        'mixup': dict(alpha=0.8),
+        'cutmix': dict(alpha=1.0),
+        'mixup_cutmix': dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5),
+        'hmix': dict(alpha=1.0, r=0.75),
+        'gmix': dict(alpha=1.0),
+        'dcutmix': dict(K=3, alpha=1 / 3),
+        'dmixup': dict(K=3, alpha=1 / 3),
+    },
+}
 
 
 def parse_arg(arg: str, default_method: str = 'storm') -> tuple[str, bool]:
@@ -132,11 +186,41 @@ def parse_arg(arg: str, default_method: str = 'storm') -> tuple[str, bool]:
   return method, smoke_run
 
 
-def set_method(config: ml_collections.ConfigDict, method: str) -> None:
+def set_method(config: ml_collections.ConfigDict, method: str,
+               protocol: str | None = None) -> None:
+  """`config.mix` for `method` (a METHODS key) with `protocol`'s hyper-parameters."""
   name, hparams = METHODS[method]
+  if protocol is not None:
+    hparams = PROTOCOL_HPARAMS[protocol].get(method, hparams)
   config.mix.name = name
   config.mix.hparams = dict(hparams)
-  config.dataset.mixing_set = MIXING_SET_METHODS.get(method, '')
+  config.dataset.mixing_set = MIXING_SET_METHODS.get(method)
+
+
+def model_options() -> ml_collections.ConfigDict:
+  """A placeholder for every option of every registered model (None = the model's default).
+
+  Read from the model classes (`models.option_types`), so a new option is a command-line
+  field of every config at once.
+  """
+  return ml_collections.ConfigDict(
+      {option: config_dict.placeholder(t) for option, t in models.option_types().items()})
+
+
+def set_model(config: ml_collections.ConfigDict, name: str, **options: Any) -> None:
+  """`config.model` = the model `name` with `options` (the others keep the model's defaults).
+
+  Raises:
+    ValueError: an option that model `name` does not take, naming the ones it does.
+  """
+  allowed = models.kwarg_names(name)
+  for option, value in options.items():
+    if option not in allowed:
+      raise ValueError(f'model {name!r} has no option {option}={value!r}; its options: '
+                       f'{", ".join(allowed)}.')
+  config.model.name = name
+  config.model.kwargs = model_options()
+  config.model.kwargs.update(options)
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

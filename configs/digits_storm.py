@@ -16,7 +16,7 @@ def get_config(arg: str = ''):
   method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = 'digits'
-  config.model.name = 'cnn_small'
+  common.set_model(config, 'cnn_small')
   common.set_method(config, method)  # storm: k=2, beta=1.0
   config.optim.lr = 0.05
   config.optim.schedule = 'cosine'

@@ -1,7 +1,8 @@
 r"""ImageNet-1k, ResNet-50, 100 epochs (StoRM Table 4, AutoMix/OpenMixup protocol).
 
 SGD momentum 0.9, lr 0.1 cosine, batch 256, weight decay 1e-4, RandomResizedCrop 224 +
-flip. Method after ':' (default storm). Multi-host: the same command on every host.
+flip. Method after ':' (default storm); its settings for this protocol:
+`common.PROTOCOL_HPARAMS['imagenet_100ep']`. Multi-host: the same command on every host.
 
   python -m storm_jax.main --config=configs/imagenet_resnet50.py --workdir=gs://.../in1k_storm
 """
@@ -11,19 +12,13 @@ from __future__ import annotations
 from configs import common
 
 
-def get_config(arg: str = ''):
+def get_config(arg: str = '', protocol: str = 'imagenet_100ep'):
+  """`protocol`: the methods' settings (configs/imagenet_resnet50_300ep.py passes its own)."""
   method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = 'imagenet2012'
-  config.model.name = 'resnet50'
-  common.set_method(config, method)
-  if method == 'rmix':  # ImageNet R-Mix: alpha 0.2, flip pairing, clean CE (docs/DESIGN.md#rmix).
-    config.mix.hparams = dict(alpha=0.2, grid_sizes=(2, 4), num_thresholds=10,
-                              pairing='flip', clean_weight=1.0)
-  if method == 'augmix':  # The AugMix ImageNet recipe uses severity 1.
-    config.mix.hparams.severity = 1.0
-  if method == 'saliencymix':  # SaliencyMix's ImageNet script mixes every batch.
-    config.mix.hparams = dict(alpha=1.0, prob=1.0)
+  common.set_model(config, 'resnet50')
+  common.set_method(config, method, protocol)
   config.optim.lr = 0.1
   config.optim.schedule = 'cosine'
   config.num_epochs = 100.0

@@ -15,11 +15,8 @@ def get_config(dataset: str, model: str, arg: str = '', **model_kwargs):
   method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = dataset
-  config.model.name = model
-  config.model.kwargs.update(model_kwargs)
-  common.set_method(config, method)
-  if method == 'cutout' and dataset == 'cifar10':  # The Cutout reference's CIFAR-10 hole.
-    config.mix.hparams = dict(length=16)
+  common.set_model(config, model, **model_kwargs)
+  common.set_method(config, method, 'cifar10' if dataset == 'cifar10' else None)
   config.optim.lr = 0.1
   config.optim.nesterov = True
   config.optim.schedule = 'cosine'

@@ -1,5 +1,6 @@
-r"""PuzzleMix Tiny-ImageNet protocol (docs/DESIGN.md#protocols), shared by the tinyimagenet_*
-configs.
+r"""PuzzleMix Tiny-ImageNet protocol (docs/DESIGN.md#protocols); the tinyimagenet_<method>
+configs are this file with their method (`configs/tinyimagenet.py:<method>[,smoke]`, default
+storm). The methods' settings for this protocol: `common.PROTOCOL_HPARAMS['tiny_imagenet']`.
 
 PreActResNet-18 with the stride-2 stem, 1200 epochs, SGD momentum 0.9, lr 0.2 x0.1 at
 epochs 600 and 900, batch 100, weight decay 1e-4, random crop + flip.
@@ -17,13 +18,12 @@ from __future__ import annotations
 from configs import common
 
 
-def get_config(mix_name: str, hparams: dict, variant: str = ''):
+def get_config(arg: str = ''):
+  method, smoke_run = common.parse_arg(arg)
   config = common.get_config()
   config.dataset.name = 'tiny_imagenet'
-  config.model.name = 'preactresnet18'
-  config.model.kwargs.stem = 'tiny'
-  config.mix.name = mix_name
-  config.mix.hparams = hparams
+  common.set_model(config, 'preactresnet18', stem='tiny')
+  common.set_method(config, method, 'tiny_imagenet')
   config.optim.lr = 0.2
   config.loss = 'softmax_bce'
   config.optim.schedule = 'multistep'
@@ -35,7 +35,7 @@ def get_config(mix_name: str, hparams: dict, variant: str = ''):
   config.log_every_steps = 100
   config.eval_every_steps = 5000
   config.checkpoint_every_steps = 5000
-  if variant == 'smoke':
+  if smoke_run:
     common.smoke(config)
     config.dataset.name = 'digits'  # Tests have no Tiny-ImageNet; the same code path.
     config.dataset.image_size = 16  # R-Mix grids {2, 4} and a stride-2 stem need room.

@@ -9,9 +9,8 @@ this uses the CIFAR recipe (severity 3, JSD weight 12). Each step trains on 3x t
 
 from __future__ import annotations
 
-from configs import common
 from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('augmix', dict(common.METHODS['augmix'][1]), variant)
+  return tinyimagenet.get_config(f'augmix,{variant}')

@@ -13,4 +13,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('cutout', dict(length=16), variant)
+  return tinyimagenet.get_config(f'cutout,{variant}')

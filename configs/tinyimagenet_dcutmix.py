@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('dcutmix', dict(K=3, alpha=1.0), variant)
+  return tinyimagenet.get_config(f'dcutmix,{variant}')

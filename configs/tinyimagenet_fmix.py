@@ -12,4 +12,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('fmix', dict(alpha=1.0, decay_power=3.0), variant)
+  return tinyimagenet.get_config(f'fmix,{variant}')

@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('gmix', dict(alpha=0.5), variant)
+  return tinyimagenet.get_config(f'gmix,{variant}')

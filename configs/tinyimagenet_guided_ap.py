@@ -10,5 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config(
-      'guided_mixup', dict(saliency='ap', pairing='greedy', prob=0.8, clean_lam=1.0), variant)
+  return tinyimagenet.get_config(f'guided_ap,{variant}')

@@ -10,5 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config(
-      'guided_mixup', dict(saliency='sr', pairing='greedy', prob=0.5), variant)
+  return tinyimagenet.get_config(f'guided_sr,{variant}')

@@ -11,4 +11,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('manifold_mixup', dict(alpha=0.2, points=(0, 1, 2)), variant)
+  return tinyimagenet.get_config(f'manifold_mixup,{variant}')

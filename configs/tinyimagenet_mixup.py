@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('mixup', dict(alpha=0.2), variant)
+  return tinyimagenet.get_config(f'mixup,{variant}')

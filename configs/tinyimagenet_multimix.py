@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('multimix', dict(base='mixup', K=5, alpha=1.0), variant)
+  return tinyimagenet.get_config(f'multimix,{variant}')

@@ -14,6 +14,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('puzzlemix', dict(
-      alpha=1.0, beta=1.2, gamma=0.5, eta=0.2, neigh_size=4, n_labels=3, transport=True,
-      t_eps=0.8, t_size=-1, clean_lam=1.0), variant)
+  return tinyimagenet.get_config(f'puzzlemix,{variant}')

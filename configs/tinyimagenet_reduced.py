@@ -27,9 +27,7 @@ def get_config(arg: str = ''):
   config.dataset.name = 'tiny_imagenet'
   config.dataset.train_examples = TRAIN_EXAMPLES
   config.dataset.image_size = 32
-  config.model.name = 'preactresnet18'
-  config.model.kwargs.stem = 'tiny'
-  config.model.kwargs.width = 16
+  common.set_model(config, 'preactresnet18', stem='tiny', width=16)
   common.set_method(config, method)
   config.optim.lr = 0.1
   config.optim.schedule = 'cosine'
@@ -46,6 +44,6 @@ def get_config(arg: str = ''):
   if smoke_run:
     common.smoke(config)
     config.dataset.name = 'digits'  # Tests have no Tiny-ImageNet; the same code path.
-    config.dataset.train_examples = 0
+    config.dataset.train_examples = None
     config.dataset.image_size = 16
   return config

@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('region_mixup', dict(k=2, alpha=1.0), variant)
+  return tinyimagenet.get_config(f'region_mixup,{variant}')

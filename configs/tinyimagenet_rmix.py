@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('rmix', dict(alpha=1.0, grid_sizes=(2, 4), num_thresholds=10), variant)
+  return tinyimagenet.get_config(f'rmix,{variant}')

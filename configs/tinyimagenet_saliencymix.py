@@ -14,4 +14,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('saliencymix', dict(alpha=1.0, prob=0.5), variant)
+  return tinyimagenet.get_config(f'saliencymix,{variant}')

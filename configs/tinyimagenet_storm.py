@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('storm', dict(k=2, beta=1.0), variant)
+  return tinyimagenet.get_config(f'storm,{variant}')

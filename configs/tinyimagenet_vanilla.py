@@ -10,4 +10,4 @@ from configs import tinyimagenet
 
 
 def get_config(variant: str = ''):
-  return tinyimagenet.get_config('none', {}, variant)
+  return tinyimagenet.get_config(f'vanilla,{variant}')

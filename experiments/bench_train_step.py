@@ -76,12 +76,12 @@ def make_config(method: str, *, config: str = 'tinyimagenet', batch_size: int = 
   """The `--config` experiment config with `method`'s mixer and the overrides."""
   name, hparams = METHODS[method]
   if config == 'tinyimagenet':
-    cfg = tinyimagenet.get_config(name, dict(hparams))
+    cfg = tinyimagenet.get_config()
   elif config == 'imagenet':
     cfg = imagenet_resnet50.get_config()
-    cfg.mix.name, cfg.mix.hparams = name, dict(hparams)
   else:
     raise ValueError(f'config={config!r} is not one of {CONFIGS}.')
+  cfg.mix.name, cfg.mix.hparams = name, dict(hparams)
   cfg.batch_size = batch_size
   if model:
     cfg.model.name = model
@@ -101,7 +101,7 @@ def bench(method: str, batch_size: int, steps: int, width: int,
   config = make_config(method, batch_size=batch_size, width=width, **overrides)
   # Synthetic batches: the dataset's facts come from the table (no disk, no TensorFlow).
   info = data.info.with_image_size(data.info.lookup(config.dataset.name),
-                                   config.dataset.image_size or None)
+                                   config.dataset.image_size)
   train.validate_config(config, info=info)
   mesh = train.make_mesh()
   fns = train.make_steps(config, mesh, info)

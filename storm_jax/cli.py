@@ -34,6 +34,8 @@ if 'verbose' not in FLAGS:
 if not errors.verbose_requested():
   errors.quiet_tensorflow_env()
 _STORM_JAX_DIR = os.path.dirname(os.path.abspath(__file__))
+# The module holding the defaults that config files start from (one place for the defaults).
+DEFAULTS_MODULE = 'configs.common'
 
 # Library messages that a default run drops even at WARNING level: they describe tfds' and
 # JAX's probing of the environment, not the run. They come back with --verbose.
@@ -186,8 +188,35 @@ def check_config_fields(config: Any, reference: Any,
   walk(config, reference, '')
 
 
+def default_config() -> Any | None:
+  """The defaults of every config file (`configs/common.py`'s `get_config()`), or None.
+
+  Taken from the `configs.common` module that the loaded config file imported (config files
+  start from it); a standalone config file that does not is not checked against it.
+  """
+  module = sys.modules.get(DEFAULTS_MODULE)
+  return module.get_config() if module is not None else None
+
+
 def parse_flags(argv: Sequence[str], *, config_flag: str = 'config') -> list[str]:
-  """absl flag parsing with every failure as a `UserError` (for `app.run(flags_parser=)`)."""
+  """absl flag parsing with every failure as a `UserError` (for `app.run(flags_parser=)`).
+
+  The config file's fields are then checked against the defaults (`check_config_fields`), so
+  a typo in a config file stops here, naming the nearest field.
+  """
+  rest = _parse_flags(argv, config_flag)
+  config = FLAGS[config_flag].value if config_flag in FLAGS else None
+  reference = default_config() if config is not None else None
+  if reference is not None:
+    try:
+      check_config_fields(config, reference)
+    except errors.UserError as e:
+      spec = _config_flag_args(argv, config_flag)[0]
+      raise errors.UserError(f'--{config_flag}={spec}: {e}') from None
+  return rest
+
+
+def _parse_flags(argv: Sequence[str], config_flag: str) -> list[str]:
   try:
     rest = FLAGS(list(argv))
     if config_flag in FLAGS and type(FLAGS[config_flag].value).__name__ == '_ErrorConfig':

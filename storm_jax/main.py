@@ -64,7 +64,7 @@ def main(argv):
   if distributed:
     jax.distributed.initialize()
   from storm_jax import train  # pylint: disable=g-import-not-at-top
-  cache = use_compilation_cache(FLAGS.config.get('compilation_cache_dir', ''))
+  cache = use_compilation_cache(FLAGS.config.compilation_cache_dir)
   if cache:
     logging.info('Compilation cache: %s', cache)
   logging.info('JAX process %d / %d, local devices: %s', jax.process_index(),

@@ -196,6 +196,47 @@ def test_main_config_file_errors(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+_CONFIG_FILE_TYPOS = [
+    ('config.batch_sise = 32', "config field 'batch_sise'.*Did you mean 'batch_size'"),
+    ('config.optim.warmup_epoch = 5.0', "'optim.warmup_epoch'.*Did you mean 'warmup_epochs'"),
+    ('config.dataset.imagesize = 16', "'dataset.imagesize'.*Did you mean 'image_size'"),
+]
+
+
+@pytest.mark.parametrize('line,message', _CONFIG_FILE_TYPOS, ids=[c[0] for c in _CONFIG_FILE_TYPOS])
+def test_config_file_typo_is_one_line_naming_the_nearest_field(tmp_path, line, message):
+  """A config FILE that sets a field the defaults lack stops at the flags (nothing built)."""
+  path = tmp_path / 'typo.py'
+  path.write_text('from configs import digits_storm\n\n\ndef get_config():\n'
+                  f'  config = digits_storm.get_config()\n  {line}\n  return config\n')
+  workdir = tmp_path / 'run'
+  proc = _run('storm_jax.main', f'--config={path}', f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith(f'error: --config={path}: ') and len(lines) <= 2, proc.stderr
+  assert re.search(message, lines[-1]), lines[-1]
+  assert not workdir.exists()
+
+
+@pytest.mark.slow  # two JAX + TensorFlow start-ups
+def test_model_option_from_the_command_line_on_a_config_that_does_not_set_it(tmp_path):
+  """`--config.model.kwargs.<option>` parses on any config; a wrong one names the model."""
+  workdir = tmp_path / 'run'
+  proc = _run('storm_jax.main', '--config=configs/cifar100_rmix_onecycle.py:mixup',
+              f'--workdir={workdir}', '--config.model.kwargs.width=0')
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: model.kwargs.width=0 must be an integer >= 1.'), proc.stderr[-3000:]
+  proc = _run('storm_jax.main', '--config=configs/digits_storm.py', f'--workdir={workdir}',
+              '--config.model.kwargs.stem=tiny')
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert re.search(r"error: model.kwargs.stem='tiny' is not an option of "
+                   r"model.name='cnn_small'. Its options: width=32",
+                   proc.stderr.strip().splitlines()[-1]), proc.stderr[-3000:]
+  assert not workdir.exists()
+
+
 def test_verbose_shows_the_traceback(tmp_path):
   proc = _run('storm_jax.main', '--config=configs/digits_storm.py', f'--workdir={tmp_path}/r',
               '--config.nonexistent=1', env={errors.VERBOSE_ENV: '1'})

@@ -113,10 +113,11 @@ def _load_config(spec: str):
 
 @pytest.mark.parametrize('script', TABLE_SCRIPTS)
 def test_table_rows_resolve_to_valid_configs(script):
-  """Every row's config (and its smoke variant) loads, and every override names a field."""
+  """Every row's config (and its smoke variant) loads, every override names a field, and the
+  method and the model (with the row's model options) build."""
   import importlib
   from storm_jax import mixing
-  from storm_jax import models
+  from storm_jax import train
   tables = importlib.import_module(f'experiments.{script}').TABLES
   assert tables and all(t.rows for t in tables)
   for table in tables:
@@ -128,12 +129,12 @@ def test_table_rows_resolve_to_valid_configs(script):
           *parents, leaf = key.split('.')
           for p in parents:
             node = node[p]
-          if not key.startswith(('mix.hparams.', 'model.kwargs.')):
+          if not key.startswith('mix.hparams.'):  # every model option is a field
             assert leaf in node, f'{script}: {row.label}: no field {key}'
           node[leaf] = value
         # The method, its hyper-parameters and the model are valid (ValueError otherwise).
         mixing.get(config.mix.name, **dict(config.mix.hparams))
-        models.get(config.model.name, num_classes=10, **dict(config.model.kwargs))
+        train.build_model(config, num_classes=10)
 
 
 def test_plot_overhead_on_fabricated_runs(tmp_path, capsys):

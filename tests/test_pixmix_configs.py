@@ -22,7 +22,7 @@ def test_methods_with_mixing_pictures_select_the_fractal_set(name, method):
   else:
     train.validate_config(config, device_count=1, process_count=1)
   assert config.mix.name == ('none' if method == 'vanilla' else method)
-  assert config.dataset.mixing_set == ('fractals' if method in ('pixmix', 'ipmix') else '')
+  assert config.dataset.mixing_set == ('fractals' if method in ('pixmix', 'ipmix') else None)
 
 
 @pytest.mark.parametrize('name', IPMIX_PROTOCOL)

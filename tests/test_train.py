@@ -149,7 +149,7 @@ def test_mixing_off_boundary_does_not_retrace():
 
 
 def test_mix_off_step_from_epochs():
-  config = smoke_config(**{'num_train_steps': -1, 'num_epochs': 10.0, 'mix.off_last_epochs': 2})
+  config = smoke_config(**{'num_train_steps': None, 'num_epochs': 10.0, 'mix.off_last_epochs': 2})
   info = train.dataset_info(config)
   spe = train.steps_per_epoch(config, info)
   assert train.mix_off_step(config, info) == 8 * spe
@@ -159,7 +159,7 @@ def test_mix_off_step_from_epochs():
 
 def test_train_examples_sets_the_epoch_length():
   """dataset.train_examples (reduced protocols): an epoch is that many examples."""
-  config = smoke_config(**{'num_train_steps': -1, 'num_epochs': 3.0, 'batch_size': 16})
+  config = smoke_config(**{'num_train_steps': None, 'num_epochs': 3.0, 'batch_size': 16})
   info = train.dataset_info(config)
   assert train.steps_per_epoch(config, info) == info.num_train // 16
   config.dataset.train_examples = 100

@@ -13,7 +13,7 @@ statistics are already those of the global batch, see `layers`). The final Dense
 'head'. Initialisation is PyTorch/torchvision-like (see `layers`).
 """
 
-from storm_jax.models.registry import get, kwarg_names, names, register
+from storm_jax.models.registry import defaults, get, kwarg_names, names, option_types, register
 # Importing an architecture module registers its models.
 from storm_jax.models import cnn as _cnn
 from storm_jax.models import preact_resnet as _preact_resnet

@@ -10,6 +10,7 @@ before building anything, so a typo fails with a ValueError instead of a datacla
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,46 @@ def kwarg_names(name: str) -> tuple[str, ...]:
                and f.name != 'num_classes')
 
 
+def defaults(name: str) -> dict[str, Any]:
+  """{option: default} of `get(name, ...)`'s keyword arguments (dtypes by name, 'float32')."""
+  cls, _ = _lookup(name)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  out = {}
+  for option in kwarg_names(name):
+    default = fields[option].default
+    out[option] = jnp.dtype(default).name if option == 'dtype' else default
+  return out
+
+
+def option_types() -> dict[str, type]:
+  """Every option of every registered model, with the type a config or command line gives it.
+
+  Configs spell dtypes by name (str). Read from the Module dataclasses, so the list follows
+  the models (configs/common.py makes a command-line field of each).
+
+  Raises:
+    TypeError: two models give one option different types, or an option has no such type.
+  """
+  types: dict[str, type] = {}
+  for name in names():
+    cls, _ = _lookup(name)
+    hints = typing.get_type_hints(cls)
+    for option in kwarg_names(name):
+      hint = hints[option]
+      args = [a for a in typing.get_args(hint) if a is not type(None)]
+      if len(args) == 1:  # `str | None` -> str
+        hint = args[0]
+      if option == 'dtype':
+        hint = str
+      if hint not in (bool, int, float, str):
+        raise TypeError(f'model {name!r} option {option!r}: type {hint} has no command-line '
+                        'spelling (bool, int, float, str).')
+      if types.setdefault(option, hint) is not hint:
+        raise TypeError(f'model {name!r} option {option!r} is {hint.__name__}, another '
+                        f'model\'s is {types[option].__name__}.')
+  return types
+
+
 def get(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds the model registered as `name`.
 
@@ -68,12 +109,13 @@ def get(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
     raise ValueError(f'width={width!r} must be an integer >= 1.')
   if 'dtype' in kwargs:
     # Configs spell dtypes as strings ('bfloat16'); accept those and dtype objects alike.
+    given = kwargs['dtype']
     try:
-      kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+      kwargs['dtype'] = jnp.dtype(given)
     except TypeError as e:
-      raise ValueError(f'dtype={kwargs["dtype"]!r} is not a dtype.') from e
+      raise ValueError(f'dtype={given!r} is not a dtype.') from e
     if not jnp.issubdtype(kwargs['dtype'], jnp.floating):
-      raise ValueError(f'dtype={kwargs["dtype"]!r} must be a floating dtype.')
+      raise ValueError(f'dtype={given!r} must be a floating dtype.')
   return cls(num_classes=num_classes, **fixed, **kwargs)
 
 

@@ -24,11 +24,6 @@ MIX_SCOPES = ('device', 'global')
 SALIENCY_BATCH_STATS = ('keep', 'discard')
 
 
-def _opt(value: Any) -> Any:
-  """Config fields use '' / 0 for 'not set' (ml_collections cannot override None)."""
-  return None if value is None or value == '' or value == 0 else value
-
-
 def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
   """`data.get_info` for `config.dataset` (image_size override and prepared split sizes).
 
@@ -36,8 +31,8 @@ def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
     errors.UserError: unknown dataset or bad image size, naming the config field.
   """
   try:
-    return data.get_info(config.dataset.name, data_dir=_opt(config.dataset.data_dir),
-                         image_size=_opt(config.dataset.image_size))
+    return data.get_info(config.dataset.name, data_dir=config.dataset.data_dir,
+                         image_size=config.dataset.image_size)
   except ValueError as e:
     raise errors.UserError(f'dataset.name={config.dataset.name!r} / dataset.image_size='
                            f'{config.dataset.image_size!r}: {e}') from e
@@ -51,17 +46,17 @@ def check_dataset(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> 
   Raises:
     data.DatasetNotFoundError: (a UserError) saying what to place where.
   """
-  data.open_split(info.tfds_name, info.train_split, _opt(config.dataset.data_dir))
+  data.open_split(info.tfds_name, info.train_split, config.dataset.data_dir)
 
 
 def train_iterator(config: ml_collections.ConfigDict, *, start_step: int = 0) -> Iterator:
   """`data.train_iterator` of `config.dataset` for this process, from `start_step` on."""
   return data.train_iterator(
       config.dataset.name, global_batch_size=config.batch_size, seed=config.seed,
-      start_step=start_step, data_dir=_opt(config.dataset.data_dir),
-      augment=_opt(config.dataset.augment), image_size=_opt(config.dataset.image_size),
+      start_step=start_step, data_dir=config.dataset.data_dir,
+      augment=config.dataset.augment, image_size=config.dataset.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      train_examples=config.dataset.get('train_examples', 0) or None)
+      train_examples=config.dataset.train_examples)
 
 
 def eval_iterator(config: ml_collections.ConfigDict, *, dataset: str | None = None,
@@ -72,19 +67,19 @@ def eval_iterator(config: ml_collections.ConfigDict, *, dataset: str | None = No
   """
   return data.eval_iterator(
       dataset or config.dataset.name, global_batch_size=config.eval_batch_size, split=split,
-      data_dir=_opt(config.dataset.data_dir), image_size=_opt(config.dataset.image_size),
+      data_dir=config.dataset.data_dir, image_size=config.dataset.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       with_boxes=with_boxes)
 
 
 def check_has_boxes(config: ml_collections.ConfigDict) -> None:
   """Raises a `ValueError` naming the dataset if it has no bounding boxes (for WSOL)."""
-  data.box_feature(config.dataset.name, data_dir=_opt(config.dataset.data_dir))
+  data.box_feature(config.dataset.name, data_dir=config.dataset.data_dir)
 
 
 def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
   """The mixer of `config.mix`, with `config.label_smoothing` applied inside it (once)."""
-  hparams = dict(config.mix.get('hparams', {}) or {})
+  hparams = dict(config.mix.hparams)
   if 'label_smoothing' in hparams:
     raise errors.UserError('mix.hparams.label_smoothing is not allowed: set '
                            'config.label_smoothing (got mix.hparams.label_smoothing='
@@ -98,15 +93,47 @@ def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
     raise errors.UserError(message) from None
 
 
+def model_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The options of `config.model.kwargs` that are set (None = the model's own default).
+
+  configs/common.py gives every config a field for every option of every model, so that any
+  option can be set from the command line; the ones that are set must belong to
+  `config.model.name` (docs/DESIGN.md#model-options).
+
+  Raises:
+    errors.UserError: a set option that the model does not take, naming the model and the
+      options it does take (with their defaults).
+  """
+  name = config.model.name
+  if name not in models.names():
+    raise errors.unknown_name_error('model.name', name, models.names(), 'model')
+  options = {k: v for k, v in config.model.kwargs.items() if v is not None}
+  defaults = models.defaults(name)
+  for key, value in options.items():
+    if key not in defaults:
+      raise errors.UserError(
+          f'model.kwargs.{key}={value!r} is not an option of model.name={name!r}.'
+          f'{errors.did_you_mean(key, defaults)} Its options: '
+          f'{", ".join(f"{k}={v!r}" for k, v in defaults.items())}.')
+  return options
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  return models.get(config.model.name, num_classes=num_classes,
-                    **dict(config.model.get('kwargs', {}) or {}))
+  """The flax module of `config.model`, with the options that are set (`model_options`)."""
+  options = model_options(config)
+  try:
+    return models.get(config.model.name, num_classes=num_classes, **options)
+  except ValueError as e:  # The registry names the option; say where it is in the config.
+    message = str(e)
+    if any(message.startswith(f'{key}=') for key in options):
+      message = f'model.kwargs.{message}'
+    raise errors.UserError(message) from None
 
 
 def num_train_examples(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
   """Examples trained on: the split, or its first `dataset.train_examples` (reduced runs)."""
-  limit = int(config.dataset.get('train_examples', 0) or 0)
-  return min(info.num_train, limit) if limit > 0 else info.num_train
+  limit = config.dataset.train_examples
+  return info.num_train if limit is None else min(info.num_train, limit)
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
@@ -115,7 +142,7 @@ def steps_per_epoch(config: ml_collections.ConfigDict, info: data.DatasetInfo) -
 
 
 def total_steps(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
-  if config.get('num_train_steps', -1) and config.num_train_steps > 0:
+  if config.num_train_steps is not None:
     return int(config.num_train_steps)
   return int(math.ceil(config.num_epochs * steps_per_epoch(config, info)))
 
@@ -124,9 +151,9 @@ def mix_off_step(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> i
   """First step at which mixing is turned off (== total steps when it never is)."""
   n = total_steps(config, info)
   off = n
-  if config.mix.get('off_after_step', -1) >= 0:
+  if config.mix.off_after_step is not None:
     off = min(off, int(config.mix.off_after_step))
-  if config.mix.get('off_last_epochs', 0) > 0:
+  if config.mix.off_last_epochs > 0:
     off = min(off, n - int(config.mix.off_last_epochs * steps_per_epoch(config, info)))
   return max(0, off)
 
@@ -155,8 +182,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
                                     'mixing method')
   errors.check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
          f'must be one of {MIX_SCOPES}.')
-  errors.check(config.mix.get('saliency_batch_stats', 'keep') in SALIENCY_BATCH_STATS,
-         'mix.saliency_batch_stats', config.mix.get('saliency_batch_stats'),
+  errors.check(config.mix.saliency_batch_stats in SALIENCY_BATCH_STATS,
+         'mix.saliency_batch_stats', config.mix.saliency_batch_stats,
          f'must be one of {SALIENCY_BATCH_STATS}.')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
@@ -165,8 +192,11 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
            f'must be divisible by the number of devices ({device_count}).')
     errors.check(value % process_count == 0, field, value,
            f'must be divisible by the number of processes ({process_count}).')
-  errors.check(config.num_train_steps > 0 or config.num_epochs > 0, 'num_epochs', config.num_epochs,
-         'must be > 0 when num_train_steps is not set.')
+  for field in ('num_train_steps', 'halt_after_step'):
+    errors.check(config[field] is None or config[field] >= 1, field, config[field],
+                 'must be an integer >= 1 (or unset).')
+  errors.check(config.num_train_steps is not None or config.num_epochs > 0, 'num_epochs',
+               config.num_epochs, 'must be > 0 when num_train_steps is not set.')
   errors.check(0.0 <= config.label_smoothing < 1.0, 'label_smoothing', config.label_smoothing,
          'must be in [0, 1).')
   errors.check(config.mix.objective in mixing.OBJECTIVES, 'mix.objective', config.mix.objective,
@@ -179,8 +209,10 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   errors.check(config.keep_checkpoints >= 1, 'keep_checkpoints', config.keep_checkpoints,
          'must be >= 1.')
   optim.validate(config.optim)
-  errors.check(config.mix.get('off_last_epochs', 0) >= 0, 'mix.off_last_epochs',
-         config.mix.get('off_last_epochs'), 'must be >= 0.')
+  errors.check(config.mix.off_last_epochs >= 0, 'mix.off_last_epochs',
+         config.mix.off_last_epochs, 'must be >= 0.')
+  errors.check(config.mix.off_after_step is None or config.mix.off_after_step >= 0,
+               'mix.off_after_step', config.mix.off_after_step, 'must be >= 0 (or unset).')
 
   mixer = build_mixer(config)  # Raises UserError for bad hyper-parameters.
   errors.check(not mixer.needs_mixing_pictures, 'mix.name', config.mix.name,
@@ -189,8 +221,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   if info is None:
     info = dataset_info(config)  # Raises UserError for an unknown dataset.
   h, w, c = info.image_shape
+  model = build_model(config, info.num_classes)  # Raises UserError for bad model options.
   if mixer.hidden_points:  # Manifold Mixup: the model mixes hidden states (`mix=` argument).
-    model = build_model(config, info.num_classes)
     errors.check('mix' in inspect.signature(type(model).__call__).parameters, 'model.name',
            config.model.name, f'does not take the `mix` argument that mix.name='
            f'{config.mix.name!r} needs (hidden-state mixing, see storm_jax.mixing.manifold).')
@@ -211,9 +243,9 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   except ValueError as e:
     raise errors.UserError(f'mix.name={config.mix.name!r}, mix.hparams='
                            f'{dict(config.mix.hparams)!r} on {h}x{w} images: {e}') from None
-  train_examples = config.dataset.get('train_examples', 0)
-  errors.check(isinstance(train_examples, int) and train_examples >= 0, 'dataset.train_examples',
-         train_examples, 'must be an integer >= 0 (0 = the whole split).')
+  train_examples = config.dataset.train_examples
+  errors.check(train_examples is None or train_examples >= 1, 'dataset.train_examples',
+         train_examples, 'must be an integer >= 1 (unset = the whole split).')
   n_train = num_train_examples(config, info)
   errors.check(config.batch_size <= max(n_train, 1), 'batch_size', config.batch_size,
          f'exceeds the training set ({n_train} examples).')

@@ -154,7 +154,7 @@ def _write_preview(workdir, steps: step_lib.Steps, state, batch, key, info, conf
   path = os.path.join(workdir, 'mixed_batch.png')
   preview.mixed_batch_grid(
       path, out['x_mix'], out['y_mix'], mean=info.mean, std=info.std,
-      max_images=int(config.get('preview_images', 16)),
+      max_images=config.preview_images,
       title=f'{config.mix.name} {dict(config.mix.hparams)} (step {int(state.step)})')
   logging.info('Wrote a grid of one mixed batch to %s', path)
 
@@ -213,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     metric_writers.truncate_after(os.path.join(workdir, metric_writers.METRICS_FILE), start_step)
 
   writer = metric_writers.MetricWriter(workdir, enabled=is_main,
-                                       tensorboard=bool(config.get('tensorboard', True)))
+                                       tensorboard=config.tensorboard)
   best = _best_eval(writer.path, start_step)
   train_iter = _prefetch(config_lib.train_iterator(config, start_step=start_step),
                          steps.batch_sharding)
@@ -231,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return metrics
 
   pbar = None
-  if is_main and config.get('progress_bar', True):
+  if is_main and config.progress_bar:
     from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
     pbar = tqdm.tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
                      dynamic_ncols=True)
@@ -251,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       batch = next(train_iter)
       first = step == start_step
       if first:
-        if is_main and start_step == 0 and config.get('preview_images', 16) > 0:
+        if is_main and start_step == 0 and config.preview_images > 0:
           _write_preview(workdir, steps, state, batch, train_key, info, config)
         logging.info('Initial compilation, this might take some minutes...')
       state, metrics = steps.train(state, batch, train_key)
@@ -277,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if multihost.agree_to_stop(sigterm.set):
         status = 'preempted'  # Save below and leave; the scheduler requeues the run.
         break
-      if done == config.get('halt_after_step', -1):
+      if done == config.halt_after_step:
         status = 'halted'
         break
   jax.block_until_ready(state)

@@ -68,7 +68,7 @@ def _cosine(optim, spe, num_steps, warmup) -> Schedule:
   del spe
   lr = float(optim.lr)
   return Schedule(optax.cosine_decay_schedule(
-      lr, max(1, num_steps - warmup), alpha=float(optim.get('final_lr_fraction', 0.0))), lr)
+      lr, max(1, num_steps - warmup), alpha=float(optim.final_lr_fraction)), lr)
 
 
 @register_schedule('onecycle')
@@ -80,7 +80,7 @@ def _onecycle(optim, spe, num_steps, warmup) -> Schedule:
       n, float(optim.lr), pct_start=float(optim.pct_start),
       div_factor=float(optim.div_factor), final_div_factor=float(optim.final_div_factor))
   momentum_fn = None
-  if optim.get('cycle_momentum', False):
+  if optim.cycle_momentum:
     # PyTorch OneCycleLR cycles momentum inversely to the LR: max -> base -> max.
     hi, lo = float(optim.max_momentum), float(optim.base_momentum)
     up = max(1, int(optim.pct_start * n))

@@ -144,9 +144,9 @@ def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       model=config_lib.build_model(config, info.num_classes),
       mixer=config_lib.build_mixer(config), mean=tuple(info.mean), std=tuple(info.std),
       num_classes=info.num_classes, mesh=mesh, scope=config.mix.scope,
-      single_pass=bool(config.mix.get('single_pass', False)),
+      single_pass=config.mix.single_pass,
       mix_off_step=config_lib.mix_off_step(config, info),
-      saliency_batch_stats=config.mix.get('saliency_batch_stats', 'keep'), lr_fn=lr_fn,
+      saliency_batch_stats=config.mix.saliency_batch_stats, lr_fn=lr_fn,
       loss=config.loss, objective=config.mix.objective)
 
 
