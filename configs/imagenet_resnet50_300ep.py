@@ -35,6 +35,7 @@ def get_config(arg: str = ''):
   config.optim.milestones = (75, 150, 225)
   config.num_epochs = 300.0
   config.batch_size = 256
+  config.compute_dtype = 'bfloat16'  # Float32 params and loss (docs/DESIGN.md#compute-dtype).
   config.eval_batch_size = 250
   config.log_every_steps = 500
   config.eval_every_steps = 25000

@@ -15,11 +15,13 @@ Modules:
   loop    `train_and_evaluate`: prefetch, metrics window, eval, checkpoints, SIGTERM.
 """
 
+from storm_jax.train.config import COMPUTE_DTYPES
 from storm_jax.train.config import MIX_SCOPES
 from storm_jax.train.config import SALIENCY_BATCH_STATS
 from storm_jax.train.config import build_mixer
 from storm_jax.train.config import build_model
 from storm_jax.train.config import check_has_boxes
+from storm_jax.train.config import compute_dtype
 from storm_jax.train.config import dataset_info
 from storm_jax.train.config import eval_iterator
 from storm_jax.train.config import mix_off_step

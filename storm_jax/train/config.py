@@ -21,6 +21,9 @@ from storm_jax import models
 from storm_jax.train import optim
 
 MIX_SCOPES = ('device', 'global')
+# `config.compute_dtype`: the models' activations and convolutions. float16 would need loss
+# scaling, which the trainer does not do (docs/DESIGN.md#compute-dtype).
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 SALIENCY_BATCH_STATS = ('keep', 'discard')
 
 
@@ -98,9 +101,26 @@ def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
     raise errors.UserError(message) from None
 
 
+def compute_dtype(config: ml_collections.ConfigDict) -> str:
+  """`config.compute_dtype` ('float32' for configs written before the field existed)."""
+  return config.get('compute_dtype', 'float32')
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`config.model.kwargs` plus `dtype=config.compute_dtype`.
+
+  Raises:
+    errors.UserError: `model.kwargs.dtype` is set (the compute dtype has one field).
+  """
+  kwargs = dict(config.model.get('kwargs', {}) or {})
+  errors.check('dtype' not in kwargs, 'model.kwargs.dtype', kwargs.get('dtype'),
+               'is not a field: set config.compute_dtype instead.')
+  return {**kwargs, 'dtype': compute_dtype(config)}
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  return models.get(config.model.name, num_classes=num_classes,
-                    **dict(config.model.get('kwargs', {}) or {}))
+  """`config.model` computing in `config.compute_dtype` (parameters and logits float32)."""
+  return models.get(config.model.name, num_classes=num_classes, **model_kwargs(config))
 
 
 def num_train_examples(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> int:
@@ -155,6 +175,10 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
                                     'mixing method')
   errors.check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
          f'must be one of {MIX_SCOPES}.')
+  errors.check(compute_dtype(config) in COMPUTE_DTYPES, 'compute_dtype', compute_dtype(config),
+               f'must be one of {COMPUTE_DTYPES} (float16 would need loss scaling).'
+               f'{errors.did_you_mean(compute_dtype(config), COMPUTE_DTYPES)}')
+  model_kwargs(config)  # Raises for model.kwargs.dtype.
   errors.check(config.mix.get('saliency_batch_stats', 'keep') in SALIENCY_BATCH_STATS,
          'mix.saliency_batch_stats', config.mix.get('saliency_batch_stats'),
          f'must be one of {SALIENCY_BATCH_STATS}.')
