@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   config.loss = 'softmax_ce'     # 'softmax_ce' | 'softmax_bce' (docs/DESIGN.md#losses).
   config.label_smoothing = 0.0  # Applied once, inside the mixer, before mixing.
+  # The models' activations and convolutions: 'float32' | 'bfloat16'. Parameters, optimizer
+  # state, batch-norm statistics, the mixed batch, logits and the loss stay float32
+  # (docs/DESIGN.md#compute-dtype).
+  config.compute_dtype = 'float32'
 
   config.log_every_steps = 100
   config.eval_every_steps = 0         # 0 = evaluate only at the end.

@@ -23,6 +23,7 @@ def get_config(arg: str = '', protocol: str = 'imagenet_100ep'):
   config.optim.schedule = 'cosine'
   config.num_epochs = 100.0
   config.batch_size = 256
+  config.compute_dtype = 'bfloat16'  # Float32 params and loss (docs/DESIGN.md#compute-dtype).
   config.eval_batch_size = 250
   config.log_every_steps = 500
   config.eval_every_steps = 25000

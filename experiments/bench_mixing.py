@@ -5,7 +5,10 @@ For each method and batch shape it reports the median wall time of one jitted mi
 two warm-up calls excluded; the minimum is reported too, as `min_ms`, because a shared
 machine inflates medians), and an effective bandwidth that counts only the minimum
 traffic of any two-source mix: read two images and write one per output image,
-`3 * B*H*W*C * 4` bytes (times K for multi-mix, which writes K outputs per input).
+`3 * B*H*W*C * itemsize` bytes (times K for multi-mix, which writes K outputs per input).
+`--dtype` picks the images' dtype: float32 (default), bfloat16, or uint8 pixel values (the
+input pipeline's; mixed in float32 and rounded back, see `mixing.base`); the PyTorch peers
+stay float32, so `peer/ours` then also counts the smaller bytes.
 
 Two references are measured in the same run, on an array of the same size:
   * `memcpy_gbps`: `numpy.copyto(dst, x)` into a preallocated buffer (a plain memcpy,
@@ -141,9 +144,12 @@ def run_peers(python: str, sizes: str, repeats: int, warm_alloc: bool,
   return [json.loads(line) for line in out.splitlines() if line.startswith('{')]
 
 
-def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
+def bench_method(spec: str, shape, repeats: int, refs: dict, dtype: str = 'float32') -> dict:
+  """One row; `dtype` of the images: float32, bfloat16, or uint8 (pixel values)."""
   name, hparams = parse_method(spec)
   row = {'method': spec, 'shape': 'x'.join(map(str, shape))}
+  if dtype != 'float32':
+    row['dtype'] = dtype
   if name not in mixing.names():
     return {**row, 'skipped': f'{name!r} is not registered (yet): {", ".join(mixing.names())}'}
   try:
@@ -165,6 +171,10 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
     x = jax.random.uniform(kx, shape, jnp.float32, 0.0, 255.0)
     extra = (jax.random.uniform(ks, shape, jnp.float32, 0.0, 255.0),)
   extra_name = 'mixing_pictures' if mixer.needs_mixing_pictures else 'saliency'
+  if dtype == 'uint8':  # pixel values, as the input pipeline delivers them
+    x = jax.random.randint(kx, shape, 0, 256).astype(jnp.uint8)
+  else:
+    x = x.astype(dtype)
 
   @jax.jit
   def call(key, x, y, *saliency):
@@ -182,7 +192,7 @@ def bench_method(spec: str, shape, repeats: int, refs: dict) -> dict:
   compile_s = time.perf_counter() - start
   seconds, best = timings(lambda i: jax.block_until_ready(compiled(keys[i], x, y, *extra)),
                           repeats)
-  traffic = 3 * x.size * 4 * mixer.multiplicity
+  traffic = 3 * x.size * x.dtype.itemsize * mixer.multiplicity
   gbps = traffic / seconds / 1e9
   return {**row, 'ms': round(seconds * 1e3, 3), 'min_ms': round(best * 1e3, 3),
           'compile_s': round(compile_s, 2), 'gbps_at_min': round(traffic / best / 1e9, 3),
@@ -208,6 +218,8 @@ def main(argv=None) -> None:
                       help='a Python with torch (and timm): run torch_peers.py first')
   parser.add_argument('--peer-threads', type=int, default=0,
                       help="the peer's CPU threads (0: torch's default)")
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16', 'uint8'),
+                      help='our images (the PyTorch peers stay float32); traffic counts its bytes')
   args = parser.parse_args(argv)
   if args.ops and args.methods:
     raise ValueError(f'--ops={args.ops} and --methods={args.methods} are exclusive.')
@@ -240,14 +252,15 @@ def main(argv=None) -> None:
         'machine': platform.processor() or platform.machine(), 'repeats': args.repeats,
         'memcpy': 'numpy.copyto into a preallocated array, 2*nbytes per call',
         'xla_stream': 'jitted x + 1.0 (fresh output buffer), 2*nbytes per call',
-        'traffic': '3 * B*H*W*C * 4 bytes per output image (read 2, write 1)'})
+        'dtype': args.dtype,
+        'traffic': '3 * B*H*W*C * itemsize bytes per output image (read 2, write 1)'})
   rows = []
   for shape in sizes:
     refs = references(shape, args.repeats)
     emit({'reference': True, 'shape': 'x'.join(map(str, shape)),
           **{k: round(v, 2) for k, v in refs.items()}})
     for spec in methods:
-      rows.append(bench_method(spec, shape, args.repeats, refs))
+      rows.append(bench_method(spec, shape, args.repeats, refs, args.dtype))
       emit(rows[-1])
   emit({'footer': True, 'loadavg_1m': round(os.getloadavg()[0], 2)})
   if out:
@@ -271,7 +284,8 @@ def print_table(rows: list[dict], peers: list[dict], file) -> None:
     if 'skipped' in r:
       print(f'{r["method"]:28s} {r["shape"]:15s} skipped: {r["skipped"][:60]}', file=file)
       continue
-    line = (f'{r["method"]:28s} {r["shape"]:15s} {r["ms"]:9.3f} {r["min_ms"]:9.3f} '
+    label = r['method'] + (f' [{r["dtype"]}]' if 'dtype' in r else '')
+    line = (f'{label:28s} {r["shape"]:15s} {r["ms"]:9.3f} {r["min_ms"]:9.3f} '
             f'{r["gbps"]:7.2f} {r["ratio_memcpy"]:8.2f} {r["ratio_xla_stream"]:9.2f}')
     peer = peer_of(r['method'])
     if peers and peer and (peer + (r['shape'],)) in peer_ms:

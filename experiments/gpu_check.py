@@ -9,7 +9,7 @@ Prints, on whatever `jax.devices()[0]` is:
   (b) StoRM (k = 2, 3, 4) and Region Mixup against a per-tile PyTorch StoRM on the same
       device, and Mixup / CutMix against timm's (`torch_peers.py mixing`);
   (c) the PreActResNet-18 (Tiny-ImageNet, 64x64) and ResNet-50 (ImageNet, 224x224) train
-      steps, vanilla, float32 and bfloat16 (the models' `dtype`), in images/s, next to a
+      steps, vanilla, `config.compute_dtype` float32 and bfloat16, in images/s, next to a
       PyTorch step of the same model (channels_last; bfloat16 autocast);
   (d) StoRM's step overhead vs vanilla, `(T_storm - T_vanilla) / T_vanilla`, with the two-pass
       objective (`CE(f(x), y) + CE(f(x_mix), y_mix)`) and `config.mix.single_pass`.
@@ -119,7 +119,8 @@ def steps(plan: dict, torch_py: str | None) -> None:
     t_van = vanilla[model]['step_s']
     for single_pass in (False, True):
       r = bench_train_step.bench('storm_k2', batch, plan['steps'], width, config=config,
-                                 model=model, image_size=image_size, single_pass=single_pass)
+                                 model=model, image_size=image_size, single_pass=single_pass,
+                                 dtype='float32')
       print(f'{model:15s} {"single_pass" if single_pass else "two passes":12s} '
             f'step {r["step_s"] * 1e3:9.2f} ms vs vanilla {t_van * 1e3:9.2f} ms: '
             f'{100 * (r["step_s"] - t_van) / t_van:+7.1f} %', flush=True)

@@ -148,6 +148,7 @@ _MAIN_VALIDATION_CASES = [
     (('--config.batch_size=0',), r'batch_size=0 must be an integer >= 1'),
     (('--config.optim.schedule=cosin',), r"optim.schedule='cosin'"),
     (('--config.mix.objective=average',), r"mix.objective='average'"),
+    (('--config.compute_dtype=float16',), r"compute_dtype='float16' must be one of"),
 ]
 
 

@@ -7,10 +7,11 @@
   logits, features = model.apply(variables, x, train=False, return_features=True)   # for CAM
 
 `x` is the normalised float image batch [B, H, W, C]. Every model takes `width` (base channels,
-to shrink any model for smoke tests), `dtype` (compute dtype; parameters and logits are float32)
-and `axis_name` (BatchNorm reduction axis for per-device code; under global-view `jax.jit` the
-statistics are already those of the global batch, see `layers`). The final Dense is named
-'head'. Initialisation is PyTorch/torchvision-like (see `layers`).
+to shrink any model for smoke tests), `dtype` (compute dtype of the convolutions, batch norm and
+activations, e.g. 'bfloat16'; parameters, batch-norm statistics, the pooled features, the head
+and the logits are float32) and `axis_name` (BatchNorm reduction axis for per-device code; under
+global-view `jax.jit` the statistics are already those of the global batch, see `layers`). The
+final Dense is named 'head'. Initialisation is PyTorch/torchvision-like (see `layers`).
 """
 
 from storm_jax.models.registry import defaults, get, kwarg_names, names, option_types, register

@@ -46,8 +46,7 @@ class SmallCNN(nn.Module):
       x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, axis_name=self.axis_name,
                                     name=f'bn{i + 1}')(x))
       x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
-    return layers.classify(x, self.num_classes, dtype=self.dtype,
-                           return_features=return_features)
+    return layers.classify(x, self.num_classes, return_features=return_features)
 
 
 registry.register('cnn_small', SmallCNN)

@@ -63,29 +63,33 @@ def batch_norm(*, train: bool, dtype: Dtype, axis_name: str | None,
                       dtype=dtype, axis_name=axis_name, name=name)
 
 
-def head(num_classes: int, *, dtype: Dtype) -> nn.Dense:
-  """The final classifier, always named 'head' (CAM and fine-tuning code look it up by name)."""
-  return nn.Dense(num_classes, dtype=dtype, kernel_init=head_kernel_init,
+def head(num_classes: int) -> nn.Dense:
+  """The final classifier, always named 'head' (CAM and fine-tuning code look it up by name).
+
+  It computes in float32 whatever the model's `dtype`: float32 logits for the loss, at the
+  cost of one [B, F] x [F, N] product (docs/DESIGN.md#compute-dtype).
+  """
+  return nn.Dense(num_classes, dtype=jnp.float32, kernel_init=head_kernel_init,
                   bias_init=nn.initializers.zeros, name='head')
 
 
-def classify(features: jax.Array, num_classes: int, *, dtype: Dtype,
+def classify(features: jax.Array, num_classes: int, *,
              return_features: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """Global average pool -> 'head'; logits (and features) returned as float32.
+  """Global average pool -> 'head', both in float32; logits (and features) float32.
 
   Args:
-    features: [B, h, w, F] the last conv feature map (already activated).
+    features: [B, h, w, F] the last conv feature map (already activated), in the model's
+      compute dtype.
     num_classes: number of logits.
-    dtype: compute dtype of the head.
     return_features: also return `features`, the map whose spatial mean feeds the head, so that
       `CAM = features @ head.kernel[:, c]` is exact.
 
   Returns:
     logits [B, num_classes] float32, or (logits, features [B, h, w, F] float32).
   """
-  pooled = jnp.mean(features, axis=(1, 2))
-  logits = head(num_classes, dtype=dtype)(pooled).astype(jnp.float32)
+  features = features.astype(jnp.float32)
+  logits = head(num_classes)(jnp.mean(features, axis=(1, 2)))
   if return_features:
-    return logits, features.astype(jnp.float32)
+    return logits, features
   return logits
 

@@ -96,8 +96,7 @@ class PreActResNet(nn.Module):
                         name=f'layer{i + 1}_block{j}')(x, train=train)
       # Manifold Mixup points: the stem conv + stage 1 output (1), the stage 2 output (2).
       x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
-    return layers.classify(x, self.num_classes, dtype=self.dtype,
-                           return_features=return_features)
+    return layers.classify(x, self.num_classes, return_features=return_features)
 
 
 registry.register('preactresnet18', PreActResNet, stage_sizes=(2, 2, 2, 2))

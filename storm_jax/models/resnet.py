@@ -139,8 +139,7 @@ class ResNet(nn.Module):
         x = block(x, train=train)
       # Manifold Mixup points: stage 1 (1) and stage 2 (2) outputs (OpenMixup `ResNet_Mix`).
       x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
-    return layers.classify(x, self.num_classes, dtype=self.dtype,
-                           return_features=return_features)
+    return layers.classify(x, self.num_classes, return_features=return_features)
 
 
 class CifarResNeXt(nn.Module):
@@ -190,8 +189,7 @@ class CifarResNeXt(nn.Module):
                        dtype=self.dtype, axis_name=self.axis_name,
                        name=f'layer{i + 1}_block{j}')(x, train=train)
       x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
-    return layers.classify(x, self.num_classes, dtype=self.dtype,
-                           return_features=return_features)
+    return layers.classify(x, self.num_classes, return_features=return_features)
 
 
 registry.register('resnet18', ResNet, stage_sizes=(2, 2, 2, 2), bottleneck=False)

@@ -93,8 +93,7 @@ class WideResNet(nn.Module):
       x = manifold.mix_hidden(x, mix, i + 1) if i < 2 else x
     x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, axis_name=self.axis_name,
                                   name='bn_final')(x))
-    return layers.classify(x, self.num_classes, dtype=self.dtype,
-                           return_features=return_features)
+    return layers.classify(x, self.num_classes, return_features=return_features)
 
 
 registry.register('wrn16_8', WideResNet, depth=16, widen_factor=8)

@@ -15,6 +15,7 @@ Modules:
   loop    `train_and_evaluate`: prefetch, metrics window, eval, checkpoints, SIGTERM.
 """
 
+from storm_jax.train.config import COMPUTE_DTYPES
 from storm_jax.train.config import MIX_SCOPES
 from storm_jax.train.config import SALIENCY_BATCH_STATS
 from storm_jax.train.config import build_mixer

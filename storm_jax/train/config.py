@@ -21,6 +21,9 @@ from storm_jax import models
 from storm_jax.train import optim
 
 MIX_SCOPES = ('device', 'global')
+# `config.compute_dtype`: the models' activations and convolutions. float16 would need loss
+# scaling, which the trainer does not do (docs/DESIGN.md#compute-dtype).
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 SALIENCY_BATCH_STATS = ('keep', 'discard')
 
 
@@ -119,10 +122,15 @@ def model_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The flax module of `config.model`, with the options that are set (`model_options`)."""
+  """The flax module of `config.model`, with the options that are set (`model_options`),
+  computing in `config.compute_dtype` (parameters and logits float32,
+  docs/DESIGN.md#compute-dtype)."""
   options = model_options(config)
+  errors.check('dtype' not in options, 'model.kwargs.dtype', options.get('dtype'),
+               'is not a field: set config.compute_dtype instead.')
   try:
-    return models.get(config.model.name, num_classes=num_classes, **options)
+    return models.get(config.model.name, num_classes=num_classes, dtype=config.compute_dtype,
+                      **options)
   except ValueError as e:  # The registry names the option; say where it is in the config.
     message = str(e)
     if any(message.startswith(f'{key}=') for key in options):
@@ -182,6 +190,9 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
                                     'mixing method')
   errors.check(config.mix.scope in MIX_SCOPES, 'mix.scope', config.mix.scope,
          f'must be one of {MIX_SCOPES}.')
+  errors.check(config.compute_dtype in COMPUTE_DTYPES, 'compute_dtype', config.compute_dtype,
+               f'must be one of {COMPUTE_DTYPES} (float16 would need loss scaling).'
+               f'{errors.did_you_mean(config.compute_dtype, COMPUTE_DTYPES)}')
   errors.check(config.mix.saliency_batch_stats in SALIENCY_BATCH_STATS,
          'mix.saliency_batch_stats', config.mix.saliency_batch_stats,
          f'must be one of {SALIENCY_BATCH_STATS}.')
