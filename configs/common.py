@@ -205,10 +205,12 @@ def model_options() -> ml_collections.ConfigDict:
   """A placeholder for every option of every registered model (None = the model's default).
 
   Read from the model classes (`models.option_types`), so a new option is a command-line
-  field of every config at once.
+  field of every config at once. Not `dtype`: that is `config.compute_dtype`
+  (docs/DESIGN.md#compute-dtype).
   """
   return ml_collections.ConfigDict(
-      {option: config_dict.placeholder(t) for option, t in models.option_types().items()})
+      {option: config_dict.placeholder(t) for option, t in models.option_types().items()
+       if option != 'dtype'})
 
 
 def set_model(config: ml_collections.ConfigDict, name: str, **options: Any) -> None:
@@ -217,7 +219,7 @@ def set_model(config: ml_collections.ConfigDict, name: str, **options: Any) -> N
   Raises:
     ValueError: an option that model `name` does not take, naming the ones it does.
   """
-  allowed = models.kwarg_names(name)
+  allowed = tuple(o for o in models.kwarg_names(name) if o != 'dtype')  # compute_dtype
   for option, value in options.items():
     if option not in allowed:
       raise ValueError(f'model {name!r} has no option {option}={value!r}; its options: '

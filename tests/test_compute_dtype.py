@@ -97,9 +97,6 @@ def test_bad_compute_dtype_is_a_one_line_user_error_naming_the_field(field, valu
 def test_build_model_takes_the_compute_dtype():
   assert train.build_model(_config(), 10).dtype == jnp.bfloat16
   assert train.build_model(_config(dtype='float32'), 10).dtype == jnp.float32
-  old = _config()
-  del old['compute_dtype']  # a config written before the field existed
-  assert train.build_model(old, 10).dtype == jnp.float32
 
 
 # ------------------------------------------------------------- every model honours `dtype`

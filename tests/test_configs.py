@@ -168,19 +168,20 @@ def test_every_model_option_is_settable_from_the_command_line(name):
   from storm_jax import models  # pylint: disable=g-import-not-at-top
   path = str(ROOT / 'configs' / f'{name}.py')
   base = load_config(name)
-  assert set(base.model.kwargs) == set(models.option_types())
+  assert set(base.model.kwargs) == set(models.option_types()) - {'dtype'}  # compute_dtype
   own = models.defaults(base.model.name)
-  values = {'width': 16, 'dtype': 'bfloat16', 'axis_name': 'batch', 'stem': 'cifar'}
-  assert set(values) == set(models.option_types())  # a new option needs a value here
+  values = {'width': 16, 'axis_name': 'batch', 'stem': 'cifar'}
+  assert set(values) == set(base.model.kwargs)  # a new option needs a value here
   for option, value in values.items():
     config = parse_config_flags(f'--config={path}', f'--config.model.kwargs.{option}={value}')
     assert config.model.kwargs[option] == value
     if option in own:
       model = train.build_model(config, num_classes=10)
       assert _option_value(model, option) == value
-      unset = sorted(set(own) - {option} - {k for k, v in base.model.kwargs.items() if v})
+      unset = sorted(set(own) - {option, 'dtype'} - {k for k, v in base.model.kwargs.items() if v})
       for other in unset:  # the options left unset keep the model's own defaults
         assert _option_value(model, other) == own[other], other
+      assert _option_value(model, 'dtype') == base.compute_dtype
     else:
       with pytest.raises(ValueError, match=rf"model.kwargs.{option}='?{value}'? is not an "
                                            rf"option of model.name='{base.model.name}'"):
@@ -204,11 +205,11 @@ def test_set_model_fills_options_and_rejects_foreign_ones():
   common.set_model(config, 'preactresnet18', stem='tiny', width=16)
   assert (config.model.name, config.model.kwargs.stem, config.model.kwargs.width) == (
       'preactresnet18', 'tiny', 16)
-  assert config.model.kwargs.dtype is None and config.model.kwargs.axis_name is None
+  assert 'dtype' not in config.model.kwargs and config.model.kwargs.axis_name is None
   common.set_model(config, 'wrn28_10')  # forgets the previous model's options
   assert all(v is None for v in config.model.kwargs.values())
   with pytest.raises(ValueError, match=r"model 'wrn28_10' has no option stem='tiny'; its "
-                                       r'options: width, dtype, axis_name'):
+                                       r'options: width, axis_name'):
     common.set_model(config, 'wrn28_10', stem='tiny')
   with pytest.raises(TypeError):  # placeholders are typed
     config.model.kwargs.width = 1.5
