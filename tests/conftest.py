@@ -6,6 +6,9 @@ tests/test_multidevice.py runs each of those files in a fresh process with the f
 """
 
 import os
+import pathlib
+import sys
+from typing import Any
 
 # The suite is compile-bound (XLA on CPU compiles each mixer in 1-3 s). Tests compile with
 # LLVM's backend optimisation off: XLA's HLO passes (fusion, simplification) still run, so the
@@ -25,6 +28,36 @@ if os.environ.get('STORM_JAX_MULTIDEVICE') != '1':
 
 import pytest
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))  # the config files import `configs.common`
+
+# Fields whose keys are the method's or the model's own (free-form, not in the defaults).
+_FREE_FORM = ('mix.hparams.', 'model.kwargs.')
+
+
+def load_config(name: str, arg: str | None = None):
+  """configs/<name>.py's `get_config(arg)`, as `--config=configs/<name>.py:<arg>` loads it."""
+  from storm_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.load_config_file(f'{ROOT}/configs/{name}.py' + (f':{arg}' if arg else ''))
+
+
+def override(config, fields: dict[str, Any]):
+  """Sets dotted `fields` ('mix.off_after_step': 2) of `config` in place and returns it.
+
+  A field the config lacks is a KeyError (a typo would otherwise test the default), except
+  under the free-form mix.hparams / model.kwargs.
+  """
+  for key, value in fields.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    if last not in node and not key.startswith(_FREE_FORM):
+      raise KeyError(f'the config has no field {key!r}')
+    node[last] = value
+  return config
+
 
 @pytest.fixture
 def key_reuse_checked():
@@ -36,3 +69,21 @@ def key_reuse_checked():
   """
   with jax.debug_key_reuse(True):
     yield
+
+
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  """JAX's persistent compilation cache on for a module, every program kept.
+
+  One folder for the session: modules that compile the same programs in new jit objects or in
+  subprocesses (given JAX_COMPILATION_CACHE_DIR) compile each once. Off again after the module.
+  """
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
+  jax.config.update(names[1], 0)
+  jax.config.update(names[2], 0)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)

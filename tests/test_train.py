@@ -8,7 +8,6 @@ config of `configs/digits_storm.py`, one per method family.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pathlib
 import signal
@@ -26,34 +25,12 @@ from storm_jax import mixing
 from storm_jax import train
 from storm_jax.utils import metric_writers
 
-pytestmark = pytest.mark.usefixtures('key_reuse_checked')
+from conftest import load_config
+from conftest import override
+
+pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _compilation_cache(tmp_path_factory):
-  """Reuses compiled programs across this module's tests (and across resumed runs)."""
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-  jax.config.update(names[1], 0)
-  jax.config.update(names[2], 0)
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-
-
-def load_config(name: str, arg: str = ''):
-  """Loads configs/<name>.py and calls get_config(arg), as --config=configs/<name>.py:<arg>."""
-  import sys  # pylint: disable=g-import-not-at-top
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # The config files import `configs.common`.
-  spec = importlib.util.spec_from_file_location(f'_cfg_{name}', ROOT / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def smoke_config(mix_name: str = 'none', hparams: dict | None = None, **overrides):
@@ -62,13 +39,7 @@ def smoke_config(mix_name: str = 'none', hparams: dict | None = None, **override
   config.mix.hparams = dict(hparams or {})
   config.preview_images = 0
   config.tensorboard = False
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
+  return override(config, overrides)
 
 
 _STATES = {}
@@ -387,10 +358,22 @@ def test_onecycle_matches_pytorch_endpoints():
   lr, mom = train.make_schedules(config, spe=10, num_steps=1000)
   np.testing.assert_allclose([lr(0), lr(300), lr(1000)], [3e-3, 0.3, 3e-7], rtol=1e-4)
   np.testing.assert_allclose([mom(0), mom(300), mom(1000)], [0.95, 0.85, 0.95], rtol=1e-6)
-  tx, _ = train.make_optimizer(config, 10, 1000)
-  params = {'w': jnp.ones(3)}
-  _, opt_state = tx.update({'w': jnp.ones(3)}, tx.init(params), params)  # Runs.
-  assert opt_state is not None
+  # The optimiser steps with both schedules: torch.optim.SGD under OneCycleLR by hand over the
+  # rise (momentum 0.95 -> 0.925 -> 0.875 -> 0.85, not the config's constant 0.9).
+  config.optim.nesterov, config.optim.weight_decay = False, 0.01
+  lr, mom = train.make_schedules(config, spe=1, num_steps=10)
+  tx, _ = train.make_optimizer(config, 1, 10)
+  p = jnp.array([1.0, -2.0])
+  opt_state = tx.init(p)
+  want_p, buf = np.array([1.0, -2.0]), np.zeros(2)
+  grads = [jnp.array(g) for g in ([0.5, 0.25], [-1.0, 2.0], [3.0, 1.0], [0.5, -4.0])]
+  for t, g in enumerate(grads):
+    updates, opt_state = tx.update(g, opt_state, p)
+    p = optax.apply_updates(p, updates)
+    buf = float(mom(t)) * buf + (np.asarray(g) + 0.01 * want_p)
+    want_p = want_p - float(lr(t)) * buf
+  assert float(mom(3)) == pytest.approx(0.85)
+  np.testing.assert_allclose(p, want_p, rtol=1e-6)
 
 
 def test_sgd_matches_pytorch_update_rule():
