@@ -67,6 +67,10 @@ _CASES = [
 ]
 CASES = [c for c in _CASES if c[0] in mixing.names()]
 IDS = [f'{n}-{"-".join(f"{k}={v}" for k, v in h.items()) or "default"}' for n, h in CASES]
+# The fast tier (`-m "not slow"`) runs every contract on each method's first case; the
+# variants after it are slow.
+CASES = [pytest.param(*c, marks=pytest.mark.slow) if c[0] in [d[0] for d in CASES[:i]] else c
+         for i, c in enumerate(CASES)]
 
 
 def _identity_batch(b, h, w, extra_classes=0):

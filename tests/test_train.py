@@ -97,6 +97,7 @@ def test_label_smoothing_applied_exactly_once(mix_name, hparams):
   assert (y_mix >= 0.01 - 1e-6).all()
 
 
+@pytest.mark.slow  # four steps and a forward pass: two programs
 def test_mixing_off_boundary_does_not_retrace():
   config = smoke_config('mixup', {'alpha': 1.0}, **{'mix.off_after_step': 2,
                                                      'num_train_steps': 4})
@@ -170,7 +171,7 @@ def test_clean_term_objective(single_pass, objective):
   assert not np.allclose(inputs['x_mix'], inputs['x'])  # It really mixed.
 
 
-@pytest.mark.parametrize('keep', [True, False])
+@pytest.mark.parametrize('keep', [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_rmix_saliency_pass_batch_stats(keep):
   """R-Mix: the saliency pass's batch-norm update is kept (reference) or discarded."""
   config = smoke_config('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)}, **{
@@ -189,6 +190,7 @@ def test_rmix_saliency_pass_batch_stats(keep):
   assert np.isfinite(metrics['loss'])
 
 
+@pytest.mark.slow
 def test_rmix_no_gradient_through_mask():
   config = smoke_config('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)})
   state, ctx = setup_step(config)
@@ -399,6 +401,7 @@ def test_sgd_matches_pytorch_update_rule():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a step, then one eval program per batch size
 def test_eval_is_exact_and_independent_of_batch_size():
   config = smoke_config('storm', {'k': 2, 'beta': 1.0})
   state, ctx = setup_step(config)
@@ -473,6 +476,7 @@ def test_end_to_end_train_checkpoint_resume(tmp_path, mix_name, hparams):
   assert train_steps == [1, 2, 3, 4]  # No step replayed, none skipped.
 
 
+@pytest.mark.slow  # the whole loop
 def test_sigterm_saves_and_stops(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
   config = smoke_config('mixup', {'alpha': 1.0}, num_train_steps=50, checkpoint_every_steps=0)
