@@ -19,7 +19,7 @@ from storm_jax import errors
 from storm_jax import train
 from storm_jax.utils import metric_writers
 
-from conftest import load_config
+from _configs import load_config
 
 pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 

@@ -8,8 +8,8 @@ import pytest
 
 from storm_jax import train
 
-from conftest import load_config
-from conftest import override
+from _configs import load_config
+from _configs import override
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')

@@ -11,8 +11,8 @@ import pytest
 from storm_jax import errors
 from storm_jax import mixing
 
-from conftest import load_config
-from conftest import override
+from _configs import load_config
+from _configs import override
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ import pytest
 
 from experiments import tablelib
 
-from conftest import ROOT
-from conftest import override
+from _configs import ROOT
+from _configs import override
 
 TABLE = tablelib.Table(
     name='toy', title='Toy table',

@@ -25,8 +25,8 @@ from storm_jax import mixing
 from storm_jax import train
 from storm_jax.utils import metric_writers
 
-from conftest import load_config
-from conftest import override
+from _configs import load_config
+from _configs import override
 
 pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 

@@ -17,8 +17,8 @@ from storm_jax import checkpointing
 from storm_jax import data
 from storm_jax import train
 
-from conftest import load_config
-from conftest import override
+from _configs import load_config
+from _configs import override
 
 pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 
