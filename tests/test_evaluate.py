@@ -69,7 +69,6 @@ def test_bad_inputs_raise_before_restoring(tmp_path):
     runner.corruption_names('fogg')
 
 
-@pytest.mark.slow  # a JAX start-up
 def test_cli_requires_workdir():
   proc = subprocess.run([sys.executable, '-m', 'storm_jax.evaluate',
                          '--config=configs/digits_storm.py:smoke'], cwd=ROOT,
