@@ -111,10 +111,12 @@ def test_all_methods_registered():
 
 
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
-# An odd batch run eagerly, a larger image under jit (room for boxes and tiles of every
-# size). A batch of one is test_batch_of_one_is_identity's.
-@pytest.mark.parametrize('jit,batch,height,width', [(False, 7, 8, 12), (True, 8, 32, 48)],
-                         ids=['eager-7x8x12', 'jit-8x32x48'])
+# An odd batch run eagerly (slow tier: eager dispatch compiles each primitive on its own), a
+# larger image under jit (room for boxes and tiles of every size). A batch of one is
+# test_batch_of_one_is_identity's.
+@pytest.mark.parametrize('jit,batch,height,width', [
+    pytest.param(False, 7, 8, 12, id='eager-7x8x12', marks=pytest.mark.slow),
+    pytest.param(True, 8, 32, 48, id='jit-8x32x48')])
 def test_label_equals_pixel_share(name, hparams, batch, height, width, jit):
   mixer = mixing.get(name, **hparams)
   x, y = _identity_batch(batch, height, width)

@@ -141,8 +141,9 @@ def test_train_examples_sets_the_epoch_length():
   assert train.steps_per_epoch(config, info) == info.num_train // 16
 
 
-@pytest.mark.parametrize('single_pass,objective', [(False, 'sum'), (True, 'sum'),
-                                                    (False, 'mean')])
+@pytest.mark.parametrize('single_pass,objective', [
+    (False, 'sum'), pytest.param(True, 'sum', marks=pytest.mark.slow),
+    pytest.param(False, 'mean', marks=pytest.mark.slow)])
 def test_clean_term_objective(single_pass, objective):
   """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix) ('sum') or half that ('mean'),
   batch-norm statistics chained."""
