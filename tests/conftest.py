@@ -2,7 +2,7 @@
 
 Tests under tests/multidevice/ need 8 simulated CPU devices, which XLA only provides if
 XLA_FLAGS is set before JAX starts. They are therefore not collected in the main run;
-tests/test_multidevice.py runs each of those files in a fresh process with the flag set.
+tests/test_multidevice.py runs them in one fresh process with the flag set.
 """
 
 import os
@@ -36,3 +36,21 @@ def key_reuse_checked():
   """
   with jax.debug_key_reuse(True):
     yield
+
+
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  """JAX's persistent compilation cache on for a module, every program kept.
+
+  One folder for the session: modules that compile the same programs in new jit objects or in
+  subprocesses (given JAX_COMPILATION_CACHE_DIR) compile each once. Off again after the module.
+  """
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  old = {n: getattr(jax.config, n) for n in names}
+  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
+  jax.config.update(names[1], 0)
+  jax.config.update(names[2], 0)
+  yield
+  for n, v in old.items():
+    jax.config.update(n, v)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-import sys
 
 import pytest
 
 from storm_jax import train
+
+from _configs import load_config
+from _configs import override
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
@@ -19,24 +20,8 @@ METHOD_CONFIGS = ('cifar100_preactresnet18', 'cifar100_wrn28_10', 'cifar10_wrn28
                   'imagenet_resnet50', 'cifar100_rmix_onecycle', 'digits_storm')
 
 
-def load_config(name: str, arg: str | None = None):
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-  spec = importlib.util.spec_from_file_location(f'_cfg_{name}', ROOT / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
-
-
 def digits_config(**overrides):
-  config = load_config('digits_storm', 'smoke')
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
+  return override(load_config('digits_storm', 'smoke'), overrides)
 
 
 @pytest.mark.parametrize('name', CONFIG_FILES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.util
 import io
 
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow_datasets as tfds
 from storm_jax import data
 from storm_jax.data import digits as digits_lib
 from storm_jax.data import input_pipeline
+from storm_jax.data import sources
 
 
 @pytest.fixture(scope='module')
@@ -46,9 +48,15 @@ def _take(it, n):
 
 
 def test_tf_sees_no_gpu(monkeypatch):
-  # docs/DESIGN.md#pitfalls (flax #445): TF must leave the accelerators to JAX.
-  assert tf.config.get_visible_devices('GPU') == []
-  # tensorflow-cpu has no GPU to hide, so also check that importing the package asks TF to.
+  # docs/DESIGN.md#pitfalls (flax #445): TF must leave the accelerators to JAX. tensorflow-cpu
+  # has no GPU to hide, so check the calls: loading the pipeline's TF module hides them ...
+  hidden = []
+  monkeypatch.setattr(data, 'hide_gpus_from_tf', lambda: hidden.append(True))
+  spec = importlib.util.spec_from_file_location('_sources_copy', sources.__file__)
+  spec.loader.exec_module(importlib.util.module_from_spec(spec))  # a copy: the module is kept
+  assert hidden == [True]
+  monkeypatch.undo()
+  # ... and hiding them asks TF to see none.
   calls = []
   monkeypatch.setattr(tf.config, 'set_visible_devices', lambda *a: calls.append(a))
   data.hide_gpus_from_tf()
@@ -343,7 +351,6 @@ def test_missing_dataset_error_says_what_to_place_where(tmp_path):
     data.eval_iterator('cifar100_corrupted/fog_1', global_batch_size=8, data_dir=d)
   with pytest.raises(data.DatasetNotFoundError, match='ILSVRC2012_img_train.tar'):
     data.eval_iterator('imagenet2012', global_batch_size=8, data_dir=d)
-  assert isinstance(e.value, ValueError)
 
 
 @pytest.mark.parametrize('name,shape', [('cifar10', (32, 32, 3)), ('cifar100', (32, 32, 3))])

@@ -11,6 +11,9 @@ import pytest
 from storm_jax import errors
 from storm_jax import mixing
 
+from _configs import load_config
+from _configs import override
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -137,18 +140,24 @@ def test_main_flag_errors_are_one_line(tmp_path, args, message):
 
 
 # Config values that parse but fail validation: all stop before a model is built or a
-# file is written (the workdir is not even created).
+# file is written (the workdir is not even created). The command line turns any UserError
+# from `train_and_evaluate` into the one-line exit 2: two launches check that, one per place
+# that raises (config validation, the dataset check); every case is checked in-process.
 _MAIN_VALIDATION_CASES = [
     (('--config.mix.hparams.k=0',), r'mix.hparams.k=0 must be an integer >= 1'),
-    (('--config.model.name=cnn_smal',), r"model.name='cnn_smal'.*Did you mean 'cnn_small'"),
-    (('--config.mix.name=strom',), r"'strom'.*Did you mean 'storm'"),
-    (('--config.label_smoothing=1.0',), r'label_smoothing=1.0 must be in \[0, 1\)'),
     (('--config.dataset.name=tiny_imagenet', '--config.dataset.data_dir={tmp}/tfds'),
      r'tiny_imagenet'),
-    (('--config.batch_size=0',), r'batch_size=0 must be an integer >= 1'),
-    (('--config.optim.schedule=cosin',), r"optim.schedule='cosin'"),
-    (('--config.mix.objective=average',), r"mix.objective='average'"),
-    (('--config.compute_dtype=float16',), r"compute_dtype='float16' must be one of"),
+]
+_VALIDATION_CASES = [
+    ({'mix.hparams.k': 0}, r'mix.hparams.k=0 must be an integer >= 1'),
+    ({'model.name': 'cnn_smal'}, r"model.name='cnn_smal'.*Did you mean 'cnn_small'"),
+    ({'mix.name': 'strom'}, r"'strom'.*Did you mean 'storm'"),
+    ({'label_smoothing': 1.0}, r'label_smoothing=1.0 must be in \[0, 1\)'),
+    ({'dataset.name': 'tiny_imagenet', 'dataset.data_dir': '{tmp}/tfds'}, r'tiny_imagenet'),
+    ({'batch_size': 0}, r'batch_size=0 must be an integer >= 1'),
+    ({'optim.schedule': 'cosin'}, r"optim.schedule='cosin'"),
+    ({'mix.objective': 'average'}, r"mix.objective='average'"),
+    ({'compute_dtype': 'float16'}, r"compute_dtype='float16' must be one of"),
 ]
 
 
@@ -163,6 +172,19 @@ def test_main_validation_errors_are_one_line(tmp_path, args, message):
   assert 'Traceback' not in proc.stderr
   assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
   assert re.search(message, proc.stderr.strip().splitlines()[-1]), proc.stderr[-2000:]
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('fields,message', _VALIDATION_CASES,
+                         ids=['+'.join(c[0]) for c in _VALIDATION_CASES])
+def test_validation_errors_are_one_line_user_errors(tmp_path, fields, message):
+  from storm_jax import train  # pylint: disable=g-import-not-at-top
+  fields = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in fields.items()}
+  config = override(load_config('digits_storm'), fields)
+  workdir = tmp_path / 'run'
+  with pytest.raises(errors.UserError) as e:
+    train.train_and_evaluate(config, str(workdir))
+  assert '\n' not in str(e.value) and re.search(message, str(e.value)), str(e.value)
   assert not workdir.exists()
 
 

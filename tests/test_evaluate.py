@@ -21,6 +21,7 @@ def run_dir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # trains the smoke run, then FGSM and PGD
 def test_evaluate_writes_every_metric(run_dir):
   config = digits_storm.get_config('smoke')
   metrics = runner.evaluate_checkpoint(config, run_dir, fgsm_eps=(4, 8), pgd=True, pgd_steps=3)
@@ -44,6 +45,7 @@ def test_evaluate_writes_every_metric(run_dir):
   assert {'fgsm_err_2', 'fgsm_err_8', 'pgd_err_4'} <= set(saved)
 
 
+@pytest.mark.slow
 def test_evaluate_accuracy_matches_trainer(run_dir):
   """The evaluator and the trainer's own final eval agree (same checkpoint, whole split)."""
   rows = [json.loads(l) for l in open(os.path.join(run_dir, 'metrics.jsonl'))]

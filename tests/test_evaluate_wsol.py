@@ -223,6 +223,7 @@ def _direct(model, variables, data_dir, threshold):
   return 100 * np.mean(loc), 100 * np.mean(gt_known), preds
 
 
+@pytest.mark.slow  # prepares the fake Tiny-ImageNet, trains 2 steps, evaluates twice
 def test_evaluate_wsol_end_to_end(tiny_dirs, tmp_path):
   dir_a, dir_b = tiny_dirs
   workdir = str(tmp_path / 'run')

@@ -10,6 +10,9 @@ import pytest
 
 from experiments import tablelib
 
+from _configs import ROOT
+from _configs import override
+
 TABLE = tablelib.Table(
     name='toy', title='Toy table',
     columns=(tablelib.Column('top1_acc', 'top-1 %'), tablelib.Column('fgsm_err_4', 'FGSM err %')),
@@ -104,18 +107,12 @@ TABLE_SCRIPTS = ('storm_table1_cifar10', 'storm_table2_cifar100', 'storm_table3_
                  'dcutmix_tables', 'multimix_table1', 'storm_ablation', 'reduced_protocol')
 
 
-def _load_config(spec: str):
-  import importlib
-  path, _, arg = spec.partition(':')
-  module = importlib.import_module(path.removesuffix('.py').replace('/', '.'))
-  return module.get_config(arg) if arg else module.get_config()
-
-
 @pytest.mark.parametrize('script', TABLE_SCRIPTS)
 def test_table_rows_resolve_to_valid_configs(script):
   """Every row's config (and its smoke variant) loads, every override names a field, and the
   method and the model (with the row's model options) build."""
   import importlib
+  from storm_jax import cli
   from storm_jax import mixing
   from storm_jax import train
   tables = importlib.import_module(f'experiments.{script}').TABLES
@@ -123,16 +120,9 @@ def test_table_rows_resolve_to_valid_configs(script):
   for table in tables:
     for row in table.rows:
       for spec in (row.config, row.config + (',smoke' if ':' in row.config else ':smoke')):
-        config = _load_config(spec)
-        for key, value in row.overrides.items():
-          node = config
-          *parents, leaf = key.split('.')
-          for p in parents:
-            node = node[p]
-          if not key.startswith('mix.hparams.'):  # every model option is a field
-            assert leaf in node, f'{script}: {row.label}: no field {key}'
-          node[leaf] = value
-        # The method, its hyper-parameters and the model are valid (ValueError otherwise).
+        # Every override names a field (KeyError otherwise); the method, its
+        # hyper-parameters and the model are valid (ValueError otherwise).
+        config = override(cli.load_config_file(f'{ROOT}/{spec}'), row.overrides)
         mixing.get(config.mix.name, **dict(config.mix.hparams))
         train.build_model(config, num_classes=10)
 

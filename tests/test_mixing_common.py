@@ -67,6 +67,10 @@ _CASES = [
 ]
 CASES = [c for c in _CASES if c[0] in mixing.names()]
 IDS = [f'{n}-{"-".join(f"{k}={v}" for k, v in h.items()) or "default"}' for n, h in CASES]
+# The fast tier (`-m "not slow"`) runs every contract on each method's first case; the
+# variants after it are slow.
+CASES = [pytest.param(*c, marks=pytest.mark.slow) if c[0] in [d[0] for d in CASES[:i]] else c
+         for i, c in enumerate(CASES)]
 
 
 def _identity_batch(b, h, w, extra_classes=0):
@@ -107,10 +111,12 @@ def test_all_methods_registered():
 
 
 @pytest.mark.parametrize('name,hparams', CASES, ids=IDS)
-# An odd batch run eagerly, a larger image under jit (room for boxes and tiles of every
-# size). A batch of one is test_batch_of_one_is_identity's.
-@pytest.mark.parametrize('jit,batch,height,width', [(False, 7, 8, 12), (True, 8, 32, 48)],
-                         ids=['eager-7x8x12', 'jit-8x32x48'])
+# An odd batch run eagerly (slow tier: eager dispatch compiles each primitive on its own), a
+# larger image under jit (room for boxes and tiles of every size). A batch of one is
+# test_batch_of_one_is_identity's.
+@pytest.mark.parametrize('jit,batch,height,width', [
+    pytest.param(False, 7, 8, 12, id='eager-7x8x12', marks=pytest.mark.slow),
+    pytest.param(True, 8, 32, 48, id='jit-8x32x48')])
 def test_label_equals_pixel_share(name, hparams, batch, height, width, jit):
   mixer = mixing.get(name, **hparams)
   x, y = _identity_batch(batch, height, width)

@@ -71,7 +71,10 @@ def test_names_cover_the_interface():
   assert set(models.names()) == set(SMALL)
 
 
-@pytest.mark.parametrize('name', sorted(SMALL))
+# The fast tier (`-m "not slow"`) compiles the two digits / CIFAR workhorses; the rest are slow.
+@pytest.mark.parametrize('name', [
+    n if n in ('cnn_small', 'preactresnet18') else pytest.param(n, marks=pytest.mark.slow)
+    for n in sorted(SMALL)])
 def test_forward_shapes_features_and_head(name):
   model, variables, x = _init(name)
   assert set(variables) == {'params', 'batch_stats'}
@@ -135,7 +138,8 @@ def test_full_size_feature_shapes():
     assert features.shape == (2, *expected), name
 
 
-@pytest.mark.parametrize('name', ['cnn_small', 'preactresnet18'])
+@pytest.mark.parametrize('name', ['cnn_small',
+                                  pytest.param('preactresnet18', marks=pytest.mark.slow)])
 def test_batch_norm_train_and_eval_modes(name):
   model, variables, x = _init(name)
   # Train mode: batch statistics are updated (momentum 0.9 from mean 0 / var 1).

@@ -1,4 +1,8 @@
-"""Runs each tests/multidevice/test_*.py in its own process with 8 simulated CPU devices."""
+"""Runs tests/multidevice/ in one process with 8 simulated CPU devices.
+
+One file alone: `STORM_JAX_MULTIDEVICE=1 XLA_FLAGS=--xla_force_host_platform_device_count=8
+python -m pytest tests/multidevice/<file>.py`.
+"""
 
 import os
 import pathlib
@@ -8,19 +12,19 @@ import sys
 import pytest
 
 _DIR = pathlib.Path(__file__).parent / 'multidevice'
-_FILES = sorted(p.name for p in _DIR.glob('test_*.py'))
 
 
-@pytest.mark.parametrize('filename', _FILES)
-def test_multidevice_file(filename):
+@pytest.mark.slow  # minutes of 8-device compiles
+def test_multidevice():
   env = dict(os.environ)
   env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
   env['STORM_JAX_MULTIDEVICE'] = '1'
   env['JAX_PLATFORMS'] = 'cpu'
   root = pathlib.Path(__file__).parent.parent
   proc = subprocess.run(
-      [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', str(_DIR / filename)],
-      cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+      [sys.executable, '-m', 'pytest', '-q', '-rf', '-p', 'no:cacheprovider', str(_DIR)],
+      cwd=root, env=env, capture_output=True, text=True, timeout=3600)
   print(proc.stdout[-20000:])
   print(proc.stderr[-5000:], file=sys.stderr)
-  assert proc.returncode == 0, f'{filename} failed in its 8-device process:\n{proc.stdout[-8000:]}'
+  assert proc.returncode == 0, (
+      f'tests/multidevice failed in its 8-device process:\n{proc.stdout[-8000:]}')

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Modules that must not need TensorFlow (`storm_jax.data` loads it on first use of the
@@ -57,6 +59,7 @@ def test_ops_models_and_benchmarks_import_without_tensorflow():
   assert f'imported {len(TF_FREE)}' in proc.stdout
 
 
+@pytest.mark.slow  # compiles a PreActResNet step in a new process
 def test_the_train_step_runs_without_tensorflow():
   """One synthetic PreActResNet step through the public step builder, TensorFlow blocked."""
   proc = _run('run:from experiments import bench_train_step as b; '

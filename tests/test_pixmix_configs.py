@@ -6,7 +6,8 @@ import pytest
 
 from storm_jax import errors
 from storm_jax import train
-from tests.test_configs import load_config
+
+from _configs import load_config
 
 IPMIX_PROTOCOL = ('cifar10_wrn28_10', 'cifar100_wrn28_10', 'cifar10_resnet18',
                   'cifar100_resnet18')

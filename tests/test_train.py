@@ -8,7 +8,6 @@ config of `configs/digits_storm.py`, one per method family.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pathlib
 import signal
@@ -26,34 +25,12 @@ from storm_jax import mixing
 from storm_jax import train
 from storm_jax.utils import metric_writers
 
-pytestmark = pytest.mark.usefixtures('key_reuse_checked')
+from _configs import load_config
+from _configs import override
+
+pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _compilation_cache(tmp_path_factory):
-  """Reuses compiled programs across this module's tests (and across resumed runs)."""
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-  jax.config.update(names[1], 0)
-  jax.config.update(names[2], 0)
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-
-
-def load_config(name: str, arg: str = ''):
-  """Loads configs/<name>.py and calls get_config(arg), as --config=configs/<name>.py:<arg>."""
-  import sys  # pylint: disable=g-import-not-at-top
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # The config files import `configs.common`.
-  spec = importlib.util.spec_from_file_location(f'_cfg_{name}', ROOT / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def smoke_config(mix_name: str = 'none', hparams: dict | None = None, **overrides):
@@ -62,13 +39,7 @@ def smoke_config(mix_name: str = 'none', hparams: dict | None = None, **override
   config.mix.hparams = dict(hparams or {})
   config.preview_images = 0
   config.tensorboard = False
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
+  return override(config, overrides)
 
 
 _STATES = {}
@@ -126,6 +97,7 @@ def test_label_smoothing_applied_exactly_once(mix_name, hparams):
   assert (y_mix >= 0.01 - 1e-6).all()
 
 
+@pytest.mark.slow  # four steps and a forward pass: two programs
 def test_mixing_off_boundary_does_not_retrace():
   config = smoke_config('mixup', {'alpha': 1.0}, **{'mix.off_after_step': 2,
                                                      'num_train_steps': 4})
@@ -169,8 +141,9 @@ def test_train_examples_sets_the_epoch_length():
   assert train.steps_per_epoch(config, info) == info.num_train // 16
 
 
-@pytest.mark.parametrize('single_pass,objective', [(False, 'sum'), (True, 'sum'),
-                                                    (False, 'mean')])
+@pytest.mark.parametrize('single_pass,objective', [
+    (False, 'sum'), pytest.param(True, 'sum', marks=pytest.mark.slow),
+    pytest.param(False, 'mean', marks=pytest.mark.slow)])
 def test_clean_term_objective(single_pass, objective):
   """StoRM: loss = CE(f(x), y) + CE(f(x_mix), y_mix) ('sum') or half that ('mean'),
   batch-norm statistics chained."""
@@ -199,7 +172,7 @@ def test_clean_term_objective(single_pass, objective):
   assert not np.allclose(inputs['x_mix'], inputs['x'])  # It really mixed.
 
 
-@pytest.mark.parametrize('keep', [True, False])
+@pytest.mark.parametrize('keep', [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_rmix_saliency_pass_batch_stats(keep):
   """R-Mix: the saliency pass's batch-norm update is kept (reference) or discarded."""
   config = smoke_config('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)}, **{
@@ -218,6 +191,7 @@ def test_rmix_saliency_pass_batch_stats(keep):
   assert np.isfinite(metrics['loss'])
 
 
+@pytest.mark.slow
 def test_rmix_no_gradient_through_mask():
   config = smoke_config('rmix', {'alpha': 1.0, 'grid_sizes': (2, 4)})
   state, ctx = setup_step(config)
@@ -387,10 +361,22 @@ def test_onecycle_matches_pytorch_endpoints():
   lr, mom = train.make_schedules(config, spe=10, num_steps=1000)
   np.testing.assert_allclose([lr(0), lr(300), lr(1000)], [3e-3, 0.3, 3e-7], rtol=1e-4)
   np.testing.assert_allclose([mom(0), mom(300), mom(1000)], [0.95, 0.85, 0.95], rtol=1e-6)
-  tx, _ = train.make_optimizer(config, 10, 1000)
-  params = {'w': jnp.ones(3)}
-  _, opt_state = tx.update({'w': jnp.ones(3)}, tx.init(params), params)  # Runs.
-  assert opt_state is not None
+  # The optimiser steps with both schedules: torch.optim.SGD under OneCycleLR by hand over the
+  # rise (momentum 0.95 -> 0.925 -> 0.875 -> 0.85, not the config's constant 0.9).
+  config.optim.nesterov, config.optim.weight_decay = False, 0.01
+  lr, mom = train.make_schedules(config, spe=1, num_steps=10)
+  tx, _ = train.make_optimizer(config, 1, 10)
+  p = jnp.array([1.0, -2.0])
+  opt_state = tx.init(p)
+  want_p, buf = np.array([1.0, -2.0]), np.zeros(2)
+  grads = [jnp.array(g) for g in ([0.5, 0.25], [-1.0, 2.0], [3.0, 1.0], [0.5, -4.0])]
+  for t, g in enumerate(grads):
+    updates, opt_state = tx.update(g, opt_state, p)
+    p = optax.apply_updates(p, updates)
+    buf = float(mom(t)) * buf + (np.asarray(g) + 0.01 * want_p)
+    want_p = want_p - float(lr(t)) * buf
+  assert float(mom(3)) == pytest.approx(0.85)
+  np.testing.assert_allclose(p, want_p, rtol=1e-6)
 
 
 def test_sgd_matches_pytorch_update_rule():
@@ -416,6 +402,7 @@ def test_sgd_matches_pytorch_update_rule():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a step, then one eval program per batch size
 def test_eval_is_exact_and_independent_of_batch_size():
   config = smoke_config('storm', {'k': 2, 'beta': 1.0})
   state, ctx = setup_step(config)
@@ -490,6 +477,7 @@ def test_end_to_end_train_checkpoint_resume(tmp_path, mix_name, hparams):
   assert train_steps == [1, 2, 3, 4]  # No step replayed, none skipped.
 
 
+@pytest.mark.slow  # the whole loop
 def test_sigterm_saves_and_stops(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
   config = smoke_config('mixup', {'alpha': 1.0}, num_train_steps=50, checkpoint_every_steps=0)

@@ -4,13 +4,11 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
-import tensorflow as tf
 
 from storm_jax import data
 
 
 def test_to_global_shards_the_process_batch(tmp_path):
-  assert tf.config.get_visible_devices('GPU') == []
   mesh = jax.make_mesh((8,), ('data',))
   sharding = NamedSharding(mesh, P('data'))
   batch = next(data.train_iterator('digits', global_batch_size=16, seed=0,

@@ -6,9 +6,6 @@ Run through tests/test_multidevice.py (it sets XLA_FLAGS before JAX starts).
 from __future__ import annotations
 
 import functools
-import importlib.util
-import pathlib
-import sys
 
 import chex
 import jax
@@ -20,42 +17,17 @@ from storm_jax import checkpointing
 from storm_jax import data
 from storm_jax import train
 
-pytestmark = pytest.mark.usefixtures('key_reuse_checked')
+from _configs import load_config
+from _configs import override
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _compilation_cache(tmp_path_factory):
-  """Reuses compiled programs across this module's tests (and across resumed runs)."""
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-  jax.config.update(names[1], 0)
-  jax.config.update(names[2], 0)
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
+pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 
 
 def smoke_config(mix_name, hparams, **overrides):
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-  spec = importlib.util.spec_from_file_location('_cfg_digits', ROOT / 'configs' /
-                                                'digits_storm.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('smoke')
+  config = load_config('digits_storm', 'smoke')
   config.mix.name = mix_name
   config.mix.hparams = hparams
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
+  return override(config, overrides)
 
 
 _STATES = {}
