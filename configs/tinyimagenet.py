@@ -24,6 +24,7 @@ def get_config(mix_name: str, hparams: dict, variant: str = ''):
   config.model.kwargs.stem = 'tiny'
   config.mix.name = mix_name
   config.mix.hparams = hparams
+  config.mix.saliency_batch_stats = common.reference_saliency_bn(mix_name, hparams)
   config.optim.lr = 0.2
   config.loss = 'softmax_bce'
   config.optim.schedule = 'multistep'
