@@ -45,6 +45,11 @@ METHODS = {
     'guided_sr': ('guided_mixup', dict(saliency='sr', prob=1.0)),
     'guided_ap': ('guided_mixup', dict(saliency='ap', prob=1.0)),
     'puzzlemix': ('puzzlemix', dict(solver='chains')),
+    # The Tiny-ImageNet protocols' settings: clean_lam 1 (the saliency pass's parameter gradient
+    # kept), PuzzleMix on the block grid with the default exact solver, its adversarial option.
+    'puzzlemix_exact': ('puzzlemix', dict(t_size=-1, clean_lam=1.0)),
+    'puzzlemix_adv': ('puzzlemix', dict(solver='chains', t_size=-1, clean_lam=1.0, adv_p=1.0)),
+    'guided_ap_clean': ('guided_mixup', dict(saliency='ap', prob=1.0, clean_lam=1.0)),
     'cutout': ('cutout', dict(length=16)),
     'saliencymix': ('saliencymix', dict(alpha=1.0, prob=1.0)),
     'fmix': ('fmix', dict(alpha=1.0, decay_power=3.0)),

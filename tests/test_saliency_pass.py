@@ -226,3 +226,27 @@ def test_clean_lam_needs_an_input_gradient_pass():
   config = smoke_config('guided_mixup', dict(GUIDED_AP), **{'mix.saliency_batch_stats': 'x'})
   with pytest.raises(errors.UserError, match='mix.saliency_batch_stats'):
     train.validate_config(config)
+
+
+@pytest.mark.parametrize('objective', ['sum', 'mean'])
+def test_mixed_objective_takes_a_computed_clean_loss(objective):
+  rng = np.random.default_rng(0)
+  logits_mix, logits_clean = (jnp.asarray(rng.normal(size=(6, 5)), jnp.float32) for _ in '12')
+  y = jax.nn.one_hot(jnp.arange(6) % 5, 5)
+  w = jnp.float32(0.4)
+  want = mixing.mixed_objective(logits_mix, y, logits_clean, y, clean_weight=w,
+                                loss='softmax_bce', objective=objective)
+  got = mixing.mixed_objective(logits_mix, y, clean_weight=w, loss='softmax_bce',
+                               objective=objective,
+                               clean_loss=jnp.mean(mixing.softmax_bce(logits_clean, y)))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  mixed = jnp.mean(mixing.softmax_bce(logits_mix, y))
+  got = mixing.mixed_objective(logits_mix, y, clean_weight=w, objective=objective,
+                               loss='softmax_bce', clean_loss=jnp.float32(1.5))
+  np.testing.assert_allclose(got, (mixed + 0.4 * 1.5) / (1.4 if objective == 'mean' else 1.0),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize('method', ['comixup', 'guided_sr', 'guided_ap'])
+def test_digits_configs_of_the_saliency_methods_validate(method):
+  train.validate_config(load_config('digits_storm', method), device_count=1, process_count=1)
