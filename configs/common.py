@@ -53,7 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
   # mixed loss (StoRM's Algorithm 1; about twice the gradient of one term at the same lr),
   # 'mean' = their average (docs/DESIGN.md#storm-loss).
   config.mix.objective = 'sum'
-  config.mix.saliency_batch_stats = 'keep'  # R-Mix saliency pass BN update: keep | discard.
+  # Batch norm of the input-gradient saliency pass: train mode with its update kept | discarded,
+  # or 'eval' (running statistics). set_method picks the method's reference mode.
+  config.mix.saliency_batch_stats = 'keep'
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 0.1
@@ -199,6 +201,7 @@ def set_method(config: ml_collections.ConfigDict, method: str,
   config.mix.name = name
   config.mix.hparams = dict(hparams)
   config.dataset.mixing_set = MIXING_SET_METHODS.get(method)
+  config.mix.saliency_batch_stats = reference_saliency_bn(name, hparams)
 
 
 def model_options() -> ml_collections.ConfigDict:
@@ -227,6 +230,16 @@ def set_model(config: ml_collections.ConfigDict, name: str, **options: Any) -> N
   config.model.name = name
   config.model.kwargs = model_options()
   config.model.kwargs.update(options)
+
+
+def reference_saliency_bn(name: str, hparams: dict) -> str:
+  """The references' batch-norm mode of the saliency pass (docs/DESIGN.md#saliency-pass).
+
+  PuzzleMix and Co-Mixup run it in eval mode when `clean_lam` is 0, else in train mode keeping
+  the statistics update; R-Mix and Guided-AP always in train mode, keeping it.
+  """
+  clean_lam = hparams.get('clean_lam', 1.0 if name == 'comixup' else 0.0)
+  return 'eval' if name in ('puzzlemix', 'comixup') and not clean_lam else 'keep'
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -18,6 +18,8 @@ def get_config(arg: str = ''):
   config.dataset.name = 'digits'
   common.set_model(config, 'cnn_small')
   common.set_method(config, method)  # storm: k=2, beta=1.0
+  if method == 'puzzlemix':  # 8x8 digits: 4- and 2-pixel blocks (CIFAR's 32x32: 2 to 16 blocks).
+    config.mix.hparams.block_nums = (2, 4)
   config.optim.lr = 0.05
   config.optim.schedule = 'cosine'
   config.optim.weight_decay = 5e-4

@@ -3,6 +3,7 @@ r"""Images/s of the full train step per method, and the mixing overhead vs vanil
   python experiments/bench_train_step.py                      # Tiny-ImageNet PreActResNet-18
   python experiments/bench_train_step.py --methods=vanilla,storm_k2 --steps=5
   python experiments/bench_train_step.py --config=imagenet --dtype=bfloat16 --batch_size=128
+  python experiments/bench_train_step.py --methods=vanilla,comixup --rounds=5   # loaded machine
 
 The step is the real `train.train_step` (normalisation, mixing, the method's objective,
 the SGD update) on the `configs/tinyimagenet_*.py` model and batch, fed with a fixed
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -45,6 +47,11 @@ METHODS = {
     'guided_sr': ('guided_mixup', dict(saliency='sr', prob=1.0)),
     'guided_ap': ('guided_mixup', dict(saliency='ap', prob=1.0)),
     'puzzlemix': ('puzzlemix', dict(solver='chains')),
+    # The Tiny-ImageNet protocols' settings: clean_lam 1 (the saliency pass's parameter gradient
+    # kept), PuzzleMix on the block grid with the default exact solver, its adversarial option.
+    'puzzlemix_exact': ('puzzlemix', dict(t_size=-1, clean_lam=1.0)),
+    'puzzlemix_adv': ('puzzlemix', dict(solver='chains', t_size=-1, clean_lam=1.0, adv_p=1.0)),
+    'guided_ap_clean': ('guided_mixup', dict(saliency='ap', prob=1.0, clean_lam=1.0)),
     'cutout': ('cutout', dict(length=16)),
     'saliencymix': ('saliencymix', dict(alpha=1.0, prob=1.0)),
     'fmix': ('fmix', dict(alpha=1.0, decay_power=3.0)),
@@ -69,6 +76,10 @@ _DTYPE = flags.DEFINE_enum('dtype', '', ('', *train.COMPUTE_DTYPES),
 _SINGLE_PASS = flags.DEFINE_bool('single_pass', False,
                                  'config.mix.single_pass: clean + mixed in one pass.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, 'Image size override (0 = the dataset).')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 0, 'On a loaded machine: compile every method first, then time them in turn, '
+    'one step each per round, for this many rounds; the overhead is the median over rounds of '
+    'the per-round ratio to vanilla (0 = time each method on its own, `--steps` calls).')
 
 
 def make_config(method: str, *, config: str = 'tinyimagenet', batch_size: int = 100,
@@ -96,9 +107,8 @@ def make_config(method: str, *, config: str = 'tinyimagenet', batch_size: int = 
   return cfg
 
 
-def bench(method: str, batch_size: int, steps: int, width: int,
-          **overrides) -> dict[str, float]:
-  """Steady-state step time of `method` (`overrides`: `make_config`'s keywords)."""
+def prepare(method: str, batch_size: int, width: int, **overrides):
+  """`(train step, [state, batch, key])` of `method` on a fixed synthetic batch."""
   config = make_config(method, batch_size=batch_size, width=width, **overrides)
   # Synthetic batches: the dataset's facts come from the table (no disk, no TensorFlow).
   info = data.info.with_image_size(data.info.lookup(config.dataset.name),
@@ -116,15 +126,68 @@ def bench(method: str, batch_size: int, steps: int, width: int,
       'image': rng.integers(0, 256, (batch_size, *info.image_shape), dtype=np.uint8),
       'label': rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32)},
                          fns.batch_sharding)
-  stats = evaluation.time_step(fns.train, (state, batch, key), warmup=1, repeats=steps,
-                                carry=True)
+  return fns.train, [state, batch, key]
+
+
+def bench(method: str, batch_size: int, steps: int, width: int,
+          **overrides) -> dict[str, float]:
+  """Steady-state step time of `method` (`overrides`: `make_config`'s keywords)."""
+  step, args = prepare(method, batch_size, width, **overrides)
+  stats = evaluation.time_step(step, args, warmup=1, repeats=steps, carry=True)
   dt = stats['median_s']
   return {'step_s': dt, 'images_per_s': batch_size / dt, 'compile_s': stats['compile_s'],
           'step_std_s': stats['std_s'], 'compute_dtype': config.compute_dtype}
 
 
+def bench_rounds(methods, rounds: int, batch_size: int, width: int,
+                 **overrides) -> dict[str, dict[str, float]]:
+  """Every method compiled (and run once), then timed in turn, one step each per round.
+
+  On a machine shared with other jobs the load drifts over minutes: steps timed next to each
+  other see about the same load, so the per-round ratio to vanilla is steadier than the
+  ratio of two separately timed medians.
+  """
+  runs = {}
+  for method in methods:
+    step, args = prepare(method, batch_size, width, **overrides)
+    start = time.perf_counter()
+    run = step.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    args[0] = jax.block_until_ready(run(*args))[0]  # warm-up; the state is donated
+    runs[method] = (run, args, compile_s)
+    print(f'compiled {method:16s} {compile_s:6.1f} s', flush=True)
+  times = {m: [] for m in methods}
+  for _ in range(rounds):
+    for method, (run, args, _) in runs.items():
+      start = time.perf_counter()
+      args[0] = jax.block_until_ready(run(*args))[0]
+      times[method].append(time.perf_counter() - start)
+  results = {}
+  for method in methods:
+    dt = float(np.median(times[method]))
+    results[method] = {'step_s': dt, 'images_per_s': batch_size / dt,
+                       'compile_s': runs[method][2], 'step_times_s': times[method]}
+    if 'vanilla' in times:
+      ratios = np.asarray(times[method]) / np.asarray(times['vanilla'])
+      results[method]['overhead'] = float(np.median(ratios)) - 1.0
+  return results
+
+
 def main(argv):
   del argv
+  if _ROUNDS.value:
+    print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}; batch '
+          f'{_BATCH.value}; {_ROUNDS.value} rounds; {_CONFIG.value} {_DTYPE.value}', flush=True)
+    results = bench_rounds(_METHODS.value, _ROUNDS.value, _BATCH.value, _WIDTH.value,
+                           config=_CONFIG.value, dtype=_DTYPE.value,
+                           single_pass=_SINGLE_PASS.value, image_size=_IMAGE_SIZE.value)
+    print('median step; overhead = median over rounds of T_method / T_vanilla - 1:')
+    for method, r in results.items():
+      overhead = f'{100 * r["overhead"]:+8.1f} %' if 'overhead' in r else ''
+      print(f'  {method:16s} step {r["step_s"] * 1e3:9.1f} ms  {overhead}', flush=True)
+    if _OUT.value:
+      pathlib.Path(_OUT.value).write_text(json.dumps(results, indent=1))
+    return
   results = {}
   print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}; batch '
         f'{_BATCH.value}; {_STEPS.value} timed steps; {_CONFIG.value} '

@@ -56,7 +56,8 @@ OBJECTIVES = ('sum', 'mean')
 
 def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.Array | None = None,
                     y_clean: jax.Array | None = None, *, clean_weight: float | jax.Array = 0.0,
-                    loss: str = 'softmax_ce', objective: str = 'sum') -> jax.Array:
+                    loss: str = 'softmax_ce', objective: str = 'sum',
+                    clean_loss: jax.Array | None = None) -> jax.Array:
   """The training objective over a clean and a mixed batch, batch means.
 
   `objective='sum'`: `L(f(x_mix), y_mix) + w * L(f(x), y)` with `w = clean_weight`. StoRM
@@ -73,6 +74,9 @@ def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.A
     clean_weight: `w`, a Python float or a float scalar array.
     loss: a key of `LOSSES` (`softmax_ce` | `softmax_bce`).
     objective: 'sum' | 'mean'.
+    clean_loss: the clean term's batch mean computed elsewhere, instead of `logits_clean`
+      and `y_clean` (the saliency pass's loss of PuzzleMix / Co-Mixup / Guided-AP, whose
+      reference adds it with `w = 2 clean_lam / N`, docs/DESIGN.md#saliency-pass).
 
   Returns:
     A float32 scalar.
@@ -83,11 +87,13 @@ def mixed_objective(logits_mix: jax.Array, y_mix: jax.Array, logits_clean: jax.A
     raise ValueError(f'objective={objective!r}: expected one of {list(OBJECTIVES)}.')
   loss_fn = LOSSES[loss]
   total = jnp.mean(loss_fn(logits_mix, y_mix))
-  if logits_clean is None or y_clean is None:
+  if clean_loss is None and logits_clean is not None and y_clean is not None:
+    clean_loss = jnp.mean(loss_fn(logits_clean, y_clean))
+  if clean_loss is None:
     if not isinstance(clean_weight, jax.Array) and clean_weight:
       raise ValueError(f'clean_weight={clean_weight!r} needs logits_clean and y_clean.')
     return total
-  total = total + clean_weight * jnp.mean(loss_fn(logits_clean, y_clean))
+  total = total + clean_weight * clean_loss
   if objective == 'mean':
     total = total / (1.0 + clean_weight)
   return total

@@ -626,16 +626,17 @@ def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
   return x_mix, base.lerp(share[:, None], y, y[params['perm']])
 
 
-def adversarial_saliency(logits_fn: Callable, x: jax.Array, y: jax.Array, key: jax.Array, *,
-                         adv_p: float, adv_eps: float = 10.0, mean=(0.0,), std=(1.0,),
-                         has_aux: bool = False):
-  """The saliency pass of the adversarial option (reference `adv_p > 0`), one fwd/bwd.
+def adversarial_start(key: jax.Array, x: jax.Array, *, adv_p: float, adv_eps: float = 10.0,
+                      mean=(0.0,), std=(1.0,)):
+  """The random part of the adversarial option (reference `adv_p > 0`), before the saliency pass.
 
-  Two coins `adv ~ Bernoulli(adv_p)` (anchor, partner). If either is up, the pass runs on
-  `x + δ0`, `δ0 ~ U(±ε/255)` in [0, 1] pixel units (clipped image); then
-  `δ = u · clip(δ0 + (ε+2)/255 · sign(∂L/∂x), ±ε/255)`, `u ~ U(0, 1)` one per batch.
-  Returns `(saliency [B, H, W], adv bool [2], noise [B, H, W, C])` (+ aux with `has_aux`);
-  pass `adv` and `noise` to `sample`. `noise` is 0 when neither coin is up.
+  Two coins `adv ~ Bernoulli(adv_p)` (anchor, partner), a random start `δ0 ~ U(±ε/255)` in
+  [0, 1] pixel units (then `clip(x + δ0, 0, 1) - x`) and `u ~ U(0, 1)`, one per batch.
+
+  Returns:
+    `(x_in, start, adv, u)`: the saliency pass's input (`x + δ0` normalised when a coin is up,
+    else `x`), `δ0` (0 when no coin is up), `adv` bool [2] and `u`; give the pass's input
+    gradient to `adversarial_noise`.
   """
   coin_key, start_key, u_key = jax.random.split(key, 3)
   adv = jax.random.bernoulli(coin_key, adv_p, (2,))
@@ -644,9 +645,38 @@ def adversarial_saliency(logits_fn: Callable, x: jax.Array, y: jax.Array, key: j
   std = jnp.asarray(std, jnp.float32)
   eps = adv_eps / 255.0
   x01 = x.astype(jnp.float32) * std + mean
-  noise = jax.random.uniform(start_key, x.shape, jnp.float32, -eps, eps)
-  noise = jnp.where(on, jnp.clip(x01 + noise, 0.0, 1.0) - x01, 0.0)
-  x_in = (x01 + noise - mean) / std
+  start = jax.random.uniform(start_key, x.shape, jnp.float32, -eps, eps)
+  start = jnp.where(on, jnp.clip(x01 + start, 0.0, 1.0) - x01, 0.0)
+  x_in = (x01 + start - mean) / std
+  return x_in, start, adv, jax.random.uniform(u_key, ())
+
+
+def adversarial_noise(start: jax.Array, grads: jax.Array, adv: jax.Array, u: jax.Array, *,
+                      adv_eps: float = 10.0) -> jax.Array:
+  """The FGSM step on the saliency gradient: `δ = u · clip(δ0 + (ε+2)/255 · sign(g), ±ε/255)`.
+
+  `g` = the saliency pass's input gradient (its sign is the same w.r.t. the normalised input
+  and w.r.t. [0, 1] pixels); 0 where neither coin is up. Pass `adv` and `δ` to `sample`.
+  """
+  eps = adv_eps / 255.0
+  step = jnp.clip(start + (adv_eps + 2) / 255.0 * jnp.sign(grads), -eps, eps)
+  return jnp.where(jnp.any(adv), u * step, 0.0)
+
+
+def adversarial_saliency(logits_fn: Callable, x: jax.Array, y: jax.Array, key: jax.Array, *,
+                         adv_p: float, adv_eps: float = 10.0, mean=(0.0,), std=(1.0,),
+                         has_aux: bool = False):
+  """The saliency pass of the adversarial option (reference `adv_p > 0`), one fwd/bwd.
+
+  Two coins `adv ~ Bernoulli(adv_p)` (anchor, partner). If either is up, the pass runs on
+  `x + δ0`, `δ0 ~ U(±ε/255)` in [0, 1] pixel units (clipped image); then
+  `δ = u · clip(δ0 + (ε+2)/255 · sign(∂L/∂x), ±ε/255)`, `u ~ U(0, 1)` one per batch
+  (`adversarial_start`, `adversarial_noise`).
+  Returns `(saliency [B, H, W], adv bool [2], noise [B, H, W, C])` (+ aux with `has_aux`);
+  pass `adv` and `noise` to `sample`. `noise` is 0 when neither coin is up.
+  """
+  x_in, start, adv, u = adversarial_start(key, x, adv_p=adv_p, adv_eps=adv_eps, mean=mean,
+                                          std=std)
 
   def loss_fn(inputs):
     out = logits_fn(inputs)
@@ -657,9 +687,7 @@ def adversarial_saliency(logits_fn: Callable, x: jax.Array, y: jax.Array, key: j
   grads, aux = jax.grad(loss_fn, has_aux=True)(x_in)
   grads = jax.lax.stop_gradient(grads)
   saliency = jnp.sqrt(jnp.mean(jnp.square(grads), axis=-1))
-  step = jnp.clip(noise + (adv_eps + 2) / 255.0 * jnp.sign(grads), -eps, eps)
-  noise = jnp.where(on, jax.random.uniform(u_key, ()) * step, 0.0)
-  out = (saliency, adv, noise)
+  out = (saliency, adv, adversarial_noise(start, grads, adv, u, adv_eps=adv_eps))
   return (*out, aux) if has_aux else out
 
 

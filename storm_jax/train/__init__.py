@@ -48,6 +48,7 @@ from storm_jax.train.step import make_context
 from storm_jax.train.step import make_mesh
 from storm_jax.train.step import make_steps
 from storm_jax.train.step import mixed_inputs
+from storm_jax.train.step import saliency_pass
 from storm_jax.train.step import normalize
 from storm_jax.train.step import step_key
 from storm_jax.train.step import train_step

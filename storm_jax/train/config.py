@@ -24,7 +24,10 @@ MIX_SCOPES = ('device', 'global')
 # `config.compute_dtype`: the models' activations and convolutions. float16 would need loss
 # scaling, which the trainer does not do (docs/DESIGN.md#compute-dtype).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
-SALIENCY_BATCH_STATS = ('keep', 'discard')
+# Batch norm of the input-gradient saliency pass (docs/DESIGN.md#saliency-pass): train mode with
+# its statistics update kept (R-Mix, Guided-AP, PuzzleMix / Co-Mixup with clean_lam > 0) or
+# dropped, or eval mode on the running statistics (PuzzleMix / Co-Mixup with clean_lam = 0).
+SALIENCY_BATCH_STATS = ('keep', 'discard', 'eval')
 
 
 def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
@@ -80,13 +83,23 @@ def check_has_boxes(config: ml_collections.ConfigDict) -> None:
   data.box_feature(config.dataset.name, data_dir=config.dataset.data_dir)
 
 
-def build_mixer(config: ml_collections.ConfigDict) -> mixing.Mixer:
-  """The mixer of `config.mix`, with `config.label_smoothing` applied inside it (once)."""
+def build_mixer(config: ml_collections.ConfigDict,
+                info: data.DatasetInfo | None = None) -> mixing.Mixer:
+  """The mixer of `config.mix`, with `config.label_smoothing` applied inside it (once).
+
+  With `info`, a method that works in [0, 1] pixel units on the normalised input (PuzzleMix's
+  smoothness term and adversarial clip: `mean` / `std` hyper-parameters) gets the dataset's
+  normalisation unless the config sets its own.
+  """
   hparams = dict(config.mix.hparams)
   if 'label_smoothing' in hparams:
     raise errors.UserError('mix.hparams.label_smoothing is not allowed: set '
                            'config.label_smoothing (got mix.hparams.label_smoothing='
                            f'{hparams["label_smoothing"]!r}).')
+  if (info is not None and config.mix.name in mixing.names() and
+      {'mean', 'std'} <= set(mixing.hparam_names(config.mix.name)) and
+      'mean' not in hparams and 'std' not in hparams):
+    hparams.update(mean=tuple(info.mean), std=tuple(info.std))
   try:
     return mixing.get(config.mix.name, label_smoothing=config.label_smoothing, **hparams)
   except ValueError as e:  # The op names the hyper-parameter; say where it is in the config.
@@ -243,6 +256,11 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
   if mixer.needs_saliency and mixer.saliency_kind == 'fine_grained':  # OpenCV's grey image.
     errors.check(c in (1, 3), 'mix.name', config.mix.name,
            f'needs images with 1 or 3 channels; dataset.name={config.dataset.name!r} has {c}.')
+  if mixer.hparams.get('clean_lam'):  # The loss of the input-gradient saliency pass.
+    errors.check(mixer.needs_saliency and mixer.saliency_kind == 'input_gradient',
+                 'mix.hparams.clean_lam', mixer.hparams['clean_lam'],
+                 f'is the weight of the input-gradient saliency pass\'s loss; mix.name='
+                 f'{config.mix.name!r} with these hyper-parameters has no such pass (use 0).')
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
     for p in mixer.hparams['grid_sizes']:
       errors.check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],

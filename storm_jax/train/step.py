@@ -26,10 +26,17 @@ Objectives (docs/DESIGN.md#train-step):
     PyTorch forward calls would. `mix.single_pass=True` concatenates `[x; x_mix]` into one
     pass instead -- a documented deviation: batch-norm then normalises both halves with
     joint statistics.
-  * R-Mix: the input-gradient saliency is computed with the current parameters in train
-    mode, outside the differentiated loss (no gradient through the mask). Its batch-norm
-    update is kept (`mix.saliency_batch_stats='keep'`, docs/DESIGN.md#rmix-saliency: the reference
-    runs that pass in train mode, updating the running statistics) or dropped ('discard').
+  * R-Mix, PuzzleMix, Co-Mixup, Guided-AP: the input-gradient saliency is computed with the
+    current parameters, outside the differentiated loss (no gradient through the mask), by
+    `saliency_pass` (docs/DESIGN.md#saliency-pass). Batch norm (`mix.saliency_batch_stats`):
+    train mode with the update kept ('keep', docs/DESIGN.md#rmix-saliency: R-Mix's reference
+    updates the running statistics there) or dropped ('discard'), or eval mode ('eval':
+    running statistics; PuzzleMix / Co-Mixup with clean_lam = 0). With `clean_lam > 0` the
+    references keep the parameter gradient of that pass's loss `2 clean_lam / N * CE(f(x), y)`:
+    the same forward/backward gives the saliency and this clean term, added to the objective
+    through `mixing.mixed_objective` (`clean_loss`; no third pass). PuzzleMix's adversarial
+    option (`adv_p > 0`) runs the pass on the randomly perturbed input and turns its input
+    gradient into the FGSM noise the mixer adds.
   * SaliencyMix: OpenCV's fine-grained saliency of the uint8 batch (before normalisation) is
     passed to the mixer (`mixer.saliency_kind == 'fine_grained'`); no model pass.
   * multi-mix: the mixer returns K*B samples; the loss is their mean.
@@ -67,6 +74,8 @@ import optax
 
 from storm_jax import data
 from storm_jax import mixing
+from storm_jax.mixing.puzzlemix import adversarial_noise
+from storm_jax.mixing.puzzlemix import adversarial_start
 from storm_jax.train import config as config_lib
 from storm_jax.train import optim
 from storm_jax.utils.images import normalize
@@ -132,6 +141,7 @@ class StepContext:
   lr_fn: Any = None
   loss: str = 'softmax_ce'
   objective: str = 'sum'
+  saliency_clean_weight: float = 0.0
 
 
 def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -140,14 +150,29 @@ def make_context(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   info = config_lib.dataset_info(config) if info is None else info
   lr_fn, _ = optim.make_schedules(config, config_lib.steps_per_epoch(config, info),
                                   config_lib.total_steps(config, info))
+  mixer = config_lib.build_mixer(config, info)
   return StepContext(
       model=config_lib.build_model(config, info.num_classes),
-      mixer=config_lib.build_mixer(config), mean=tuple(info.mean), std=tuple(info.std),
+      mixer=mixer, mean=tuple(info.mean), std=tuple(info.std),
       num_classes=info.num_classes, mesh=mesh, scope=config.mix.scope,
       single_pass=config.mix.single_pass,
       mix_off_step=config_lib.mix_off_step(config, info),
       saliency_batch_stats=config.mix.saliency_batch_stats, lr_fn=lr_fn,
-      loss=config.loss, objective=config.mix.objective)
+      loss=config.loss, objective=config.mix.objective,
+      saliency_clean_weight=saliency_clean_weight(mixer, info.num_classes))
+
+
+def saliency_clean_weight(mixer: mixing.Mixer, num_classes: int) -> float:
+  """`2 clean_lam / N`: the weight of the saliency pass's loss in the objective.
+
+  PuzzleMix, Co-Mixup and Guided-AP's references back-propagate `2 clean_lam / N * CE(f(x), y)`
+  in their saliency pass and keep its parameter gradient (docs/DESIGN.md#saliency-pass); 0 for
+  every other method.
+  """
+  clean_lam = float(mixer.hparams.get('clean_lam', 0.0) or 0.0)
+  if not (mixer.needs_saliency and mixer.saliency_kind == 'input_gradient'):
+    return 0.0
+  return 2.0 * clean_lam / num_classes
 
 
 def step_key(key: jax.Array, step: jax.Array | int) -> jax.Array:
@@ -182,8 +207,11 @@ def _repeat(ctx: StepContext, a: jax.Array, k: int) -> jax.Array:
   return jnp.repeat(a, k, axis=1).reshape((-1,) + a.shape[3:])
 
 
-def _mix(ctx: StepContext, key, x, y, saliency):
+def _mix(ctx: StepContext, key, x, y, saliency, adversarial=None):
   """Applies the mixer globally or per device (shard_map, device index folded in).
+
+  `adversarial`: PuzzleMix's `{'adv': bool [2], 'noise': [B, H, W, C]}` (`saliency_pass`);
+  the coins are one draw for the whole batch, the noise is sharded like the batch.
 
   Returns:
     (x_mix, y_mix, hidden): `hidden` is Manifold Mixup's `mix` argument of the model
@@ -192,6 +220,11 @@ def _mix(ctx: StepContext, key, x, y, saliency):
   mixer = ctx.mixer
   kw_names = ('saliency',) if saliency is not None else ()
   args = (saliency,) if saliency is not None else ()
+  specs = (P('data'),) * len(args)
+  if adversarial is not None:
+    kw_names += ('adv', 'noise')
+    args += (adversarial['adv'], adversarial['noise'])
+    specs += (P(), P('data'))
 
   def fn(key, x, y, *extra):
     params = mixer.sample(key, x.shape, **dict(zip(kw_names, extra)))
@@ -209,9 +242,70 @@ def _mix(ctx: StepContext, key, x, y, saliency):
 
     # The hidden draw's leading (group) axis stacks one draw per device.
     x_mix, y_mix, hidden = jax.shard_map(
-        local, mesh=ctx.mesh, in_specs=(P(), P('data'), P('data')) + (P('data'),) * len(args),
+        local, mesh=ctx.mesh, in_specs=(P(), P('data'), P('data')) + specs,
         out_specs=(P('data'), P('data'), P('data')))(key, x, y, *args)
   return x_mix, y_mix, (hidden or None)
+
+
+def saliency_pass(ctx: StepContext, state: TrainState, x: jax.Array, y: jax.Array,
+                  key: jax.Array | None = None) -> dict[str, Any]:
+  """The input-gradient saliency pass (R-Mix, PuzzleMix, Co-Mixup, Guided-AP): one fwd/bwd.
+
+  Differentiates `L = mean_b CE(f(x_b), y_b)` with the current parameters (train or eval mode,
+  `ctx.saliency_batch_stats`) w.r.t. the input, and w.r.t. the parameters when the method keeps
+  a clean term (`ctx.saliency_clean_weight > 0`); the saliency is `sqrt(mean_c (dL/dx)^2)`
+  (docs/DESIGN.md#saliency-pass). Its scale does not matter to these mixers (they normalise
+  it), so the reference's `2 clean_lam / N` factor is applied in the objective instead.
+  PuzzleMix's adversarial option (`adv_p > 0`): the pass runs on `x + δ0` and its input
+  gradient gives the FGSM noise (`puzzlemix.adversarial_start` / `adversarial_noise`).
+
+  Args:
+    key: the adversarial draws' key (needed only with the option, see `adversarial_p`).
+
+  Returns:
+    dict: `saliency` [B, H, W] (under stop_gradient), `batch_stats` (to start the mixed pass
+    from), `clean_loss` (L), `clean_grads` (dL/dparams, or None without a clean term),
+    `adversarial` (`{'adv', 'noise'}` for the mixer, or None).
+  """
+  mode = ctx.saliency_batch_stats
+  hp = ctx.mixer.hparams
+  adv_p = adversarial_p(ctx)
+  x_in = x
+  if adv_p:
+    x_in, start, adv, u = adversarial_start(
+        key, x, adv_p=adv_p, adv_eps=hp['adv_eps'], mean=ctx.mean, std=ctx.std)
+
+  def loss_fn(params, inputs):
+    logits, stats = _forward(ctx, params, state.batch_stats, inputs, train=mode != 'eval')
+    return jnp.mean(mixing.soft_cross_entropy(logits, y)), stats
+
+  with_params = bool(ctx.saliency_clean_weight)
+  (loss, stats), grads = jax.value_and_grad(loss_fn, argnums=(0, 1) if with_params else 1,
+                                            has_aux=True)(state.params, x_in)
+  clean_grads, g_x = grads if with_params else (None, grads)
+  g_x = jax.lax.stop_gradient(g_x)
+  adversarial = None
+  if adv_p:
+    adversarial = {'adv': adv, 'noise': adversarial_noise(start, g_x, adv, u,
+                                                          adv_eps=hp['adv_eps'])}
+  return dict(saliency=jnp.sqrt(jnp.mean(jnp.square(g_x), axis=-1)),
+              batch_stats=stats if mode == 'keep' else state.batch_stats,
+              clean_loss=loss, clean_grads=clean_grads, adversarial=adversarial)
+
+
+def adversarial_p(ctx: StepContext) -> float:
+  """PuzzleMix's adversarial probability `adv_p` (`mix.hparams`; 0 = off, the default)."""
+  return float(ctx.mixer.hparams.get('adv_p', 0.0) or 0.0)
+
+
+def _first_order(params, value: jax.Array, grads) -> jax.Array:
+  """`value + <grads, params - params>`: equal to `value`, with gradient `grads` w.r.t. params.
+
+  How the saliency pass's clean loss enters the differentiated objective: its value and
+  parameter gradient were computed by that pass, so no third forward pass is needed.
+  """
+  delta = jax.tree.map(lambda p: p - jax.lax.stop_gradient(p), params)
+  return value + optax.tree.vdot(grads, delta)
 
 
 def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Array],
@@ -221,27 +315,28 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
   Returns:
     dict with x, y_clean ([B, N], smoothed), x_mix ([K*B, H, W, C], normalised), y_mix,
     mix_on (bool scalar), batch_stats (after the saliency pass, if any and kept), hidden
-    (Manifold Mixup's `mix` argument of the model, point -1 when mixing is off; else None).
+    (Manifold Mixup's `mix` argument of the model, point -1 when mixing is off; else None),
+    clean_loss / clean_grads (the saliency pass's loss and its parameter gradient when the
+    method keeps it as a clean term, else None).
   """
   x = normalize(batch['image'], ctx.mean, ctx.std)
   y = jax.nn.one_hot(batch['label'], ctx.num_classes, dtype=jnp.float32)
   y_clean = mixing.smooth_labels(y, ctx.mixer.label_smoothing)
   mix_on = state.step < ctx.mix_off_step
   batch_stats = state.batch_stats
-  saliency = None
+  saliency = adversarial = clean_loss = clean_grads = None
   if ctx.mixer.needs_saliency and ctx.mixer.saliency_kind == 'fine_grained':
     # SaliencyMix: OpenCV's saliency of the uint8 images, before normalisation.
     saliency = mixing.fine_grained_saliency(batch['image'])
   elif ctx.mixer.needs_saliency:
-    # Current parameters, train mode; the mask never receives a gradient.
-    def logits_fn(inputs):
-      return _forward(ctx, state.params, state.batch_stats, inputs)
-
-    saliency, saliency_stats = mixing.input_gradient_saliency(logits_fn, x, y_clean,
-                                                              has_aux=True)
-    saliency = jax.lax.stop_gradient(saliency)
-    if ctx.saliency_batch_stats == 'keep':
-      batch_stats = saliency_stats
+    # Current parameters; the mask never receives a gradient.
+    adv_key = None
+    if adversarial_p(ctx):
+      key, adv_key = jax.random.split(key)
+    out = saliency_pass(ctx, state, x, y_clean, adv_key)
+    saliency, batch_stats, adversarial = out['saliency'], out['batch_stats'], out['adversarial']
+    if out['clean_grads'] is not None:
+      clean_loss, clean_grads = out['clean_loss'], out['clean_grads']
   if ctx.mixer.needs_pixels:
     # AugMix's ops work on pixel values in [0, 255]; its mix is convex, so normalising the
     # result equals mixing normalised images. (`normalize` reads float input as [0, 1].)
@@ -249,7 +344,7 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
     x_mix, y_mix, hidden = _mix(ctx, key, pixels, y, saliency)
     x_mix = normalize(x_mix / 255.0, ctx.mean, ctx.std)
   else:
-    x_mix, y_mix, hidden = _mix(ctx, key, x, y, saliency)
+    x_mix, y_mix, hidden = _mix(ctx, key, x, y, saliency, adversarial)
   x_mix, y_mix, hidden = jax.lax.stop_gradient((x_mix, y_mix, hidden))
   k = ctx.mixer.multiplicity
   x_mix = jnp.where(mix_on, x_mix, _repeat(ctx, x, k))
@@ -257,7 +352,8 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
   if hidden is not None:
     hidden = mixing.manifold.disable(hidden, jnp.logical_not(mix_on))
   return dict(x=x, y_clean=y_clean, x_mix=x_mix, y_mix=y_mix, mix_on=mix_on,
-              batch_stats=batch_stats, hidden=hidden)
+              batch_stats=batch_stats, hidden=hidden, clean_loss=clean_loss,
+              clean_grads=clean_grads)
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array, *,
@@ -278,6 +374,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
   # When mixing is off the step trains on the clean batch only (no clean term on top).
   w_clean = clean_weight * inputs['mix_on'].astype(jnp.float32)
   b = inputs['x'].shape[0]
+  if inputs['clean_grads'] is not None:  # The saliency pass's clean term (clean_lam > 0).
+    w_clean = ctx.saliency_clean_weight * inputs['mix_on'].astype(jnp.float32)
 
   def loss_fn(params):
     batch_stats = inputs['batch_stats']
@@ -298,9 +396,12 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
           logits_mix, inputs['y_mix'], views=ctx.mixer.multiplicity, weight=w_js,
           loss=ctx.loss, groups=_groups(ctx))
     else:
+      clean_loss = None
+      if inputs['clean_grads'] is not None:
+        clean_loss = _first_order(params, inputs['clean_loss'], inputs['clean_grads'])
       loss = mixing.mixed_objective(logits_mix, inputs['y_mix'], logits_clean,
                                     inputs['y_clean'], clean_weight=w_clean, loss=ctx.loss,
-                                    objective=ctx.objective)
+                                    objective=ctx.objective, clean_loss=clean_loss)
     return loss, (batch_stats, logits_mix)
 
   (loss, (batch_stats, logits_mix)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
