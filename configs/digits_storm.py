@@ -4,7 +4,8 @@ r"""StoRM on the bundled 8x8 digits (the README's default run; ~1 minute on 2 CP
 
 The argument after ':' picks another method of `common.METHODS` (default storm), e.g.
 `--config=configs/digits_storm.py:augmix` or `:mixup,smoke` (`--config.mix.name` alone
-would keep StoRM's hyper-parameters).
+would keep StoRM's hyper-parameters). `:pixmix` / `:ipmix` read the generated `fractals`
+mixing pictures (prepared on first use).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def get_config(arg: str = ''):
   config.dataset.name = 'digits'
   config.model.name = 'cnn_small'
   common.set_method(config, method)  # storm: k=2, beta=1.0
+  if method == 'ipmix':  # IPMix's patch sides must fit the 8x8 digits.
+    config.mix.hparams['patch_sizes'] = (2, 4, 8)
   config.optim.lr = 0.05
   config.optim.schedule = 'cosine'
   config.optim.weight_decay = 5e-4
