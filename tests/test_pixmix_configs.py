@@ -18,7 +18,11 @@ def test_methods_with_mixing_pictures_select_the_fractal_set(name, method):
   config = load_config(name, f'{method},smoke')
   train.validate_config(config, device_count=1, process_count=1)
   assert config.mix.name == ('none' if method == 'vanilla' else method)
-  assert config.dataset.mixing_set == ('fractals' if method in ('pixmix', 'ipmix') else '')
+  # Smoke runs read a small generated set (the full runs: 'fractals', 10,000 pictures).
+  assert config.dataset.mixing_set == (
+      'fractals/32x32_256_seed0' if method in ('pixmix', 'ipmix') else '')
+  full = load_config(name, method)
+  assert full.dataset.mixing_set == ('fractals' if method in ('pixmix', 'ipmix') else '')
 
 
 @pytest.mark.parametrize('method', ['pixmix', 'ipmix'])
