@@ -4,7 +4,8 @@ r"""StoRM on the bundled 8x8 digits (the README's default run; ~1 minute on 2 CP
 
 The argument after ':' picks another method of `common.METHODS` (default storm), e.g.
 `--config=configs/digits_storm.py:augmix` or `:mixup,smoke` (`--config.mix.name` alone
-would keep StoRM's hyper-parameters).
+would keep StoRM's hyper-parameters). `:pixmix` / `:ipmix` read the generated `fractals`
+mixing pictures (prepared on first use).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def get_config(arg: str = ''):
   common.set_method(config, method)  # storm: k=2, beta=1.0
   if method == 'puzzlemix':  # 8x8 digits: 4- and 2-pixel blocks (CIFAR's 32x32: 2 to 16 blocks).
     config.mix.hparams.block_nums = (2, 4)
+  if method == 'ipmix':  # IPMix's patch sides must fit the 8x8 digits.
+    config.mix.hparams['patch_sizes'] = (2, 4, 8)
   config.optim.lr = 0.05
   config.optim.schedule = 'cosine'
   config.optim.weight_decay = 5e-4

@@ -58,6 +58,8 @@ METHODS = {
     'resizemix': ('resizemix', dict(scope=(0.1, 0.8))),
     'augmix': ('augmix', dict(width=3, depth=-1, severity=3.0, jsd=True, jsd_weight=12.0)),
     'manifold_mixup': ('manifold_mixup', dict(alpha=2.0)),
+    'pixmix': ('pixmix', dict(k=4, beta=3.0, severity=3.0, all_ops=True)),
+    'ipmix': ('ipmix', dict(jsd=True, jsd_weight=12.0)),
 }
 # Model and batch of each --config: Tiny-ImageNet PreActResNet-18, ImageNet ResNet-50.
 CONFIGS = ('tinyimagenet', 'imagenet')
@@ -102,6 +104,8 @@ def make_config(method: str, *, config: str = 'tinyimagenet', batch_size: int = 
   if dtype:
     cfg.compute_dtype = dtype
   cfg.mix.single_pass = single_pass
+  if name in ('pixmix', 'ipmix'):  # fed a synthetic picture batch below, never read
+    cfg.dataset.mixing_set = 'fractals'
   if image_size:
     cfg.dataset.image_size = image_size
   return cfg
@@ -122,11 +126,11 @@ def prepare(method: str, batch_size: int, width: int, **overrides):
   state = train.create_train_state(config, fns.ctx.model, key, mesh, tx=tx,
                                    input_shape=info.image_shape)
   rng = np.random.default_rng(0)
-  batch = data.to_global({
-      'image': rng.integers(0, 256, (batch_size, *info.image_shape), dtype=np.uint8),
-      'label': rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32)},
-                         fns.batch_sharding)
-  return fns.train, [state, batch, key]
+  batch = {'image': rng.integers(0, 256, (batch_size, *info.image_shape), dtype=np.uint8),
+           'label': rng.integers(0, info.num_classes, (batch_size,), dtype=np.int32)}
+  if fns.ctx.mixer.needs_mixing_pictures:  # PixMix / IPMix: the second stream's batch
+    batch['mixing_pictures'] = rng.integers(0, 256, batch['image'].shape, dtype=np.uint8)
+  return fns.train, [state, data.to_global(batch, fns.batch_sharding), key]
 
 
 def bench(method: str, batch_size: int, steps: int, width: int,

@@ -11,8 +11,8 @@ import pytest
 
 from storm_jax import mixing
 from storm_jax.data import fractals
-from storm_jax.mixing import pixmix_ops
 
+augmix_lib = importlib.import_module('storm_jax.mixing.augmix')  # the ops PixMix / IPMix use
 pixmix_lib = importlib.import_module('storm_jax.mixing.pixmix')
 ipmix_lib = importlib.import_module('storm_jax.mixing.ipmix')
 
@@ -20,6 +20,11 @@ B, H, W, C, N = 3, 16, 24, 3, 5
 SHAPE = (B, H, W, C)
 # Ops whose PIL results the tests reproduce exactly (LUTs and flips).
 EXACT_OPS = ('autocontrast', 'equalize', 'posterize', 'solarize', 'mirror', 'invert')
+
+
+def _op_step(img, op, level, sign):
+  """One op of the shared list (`augmix.OP_NAMES`), enhance ops included."""
+  return augmix_lib.op_step(img, op, level, sign, all_ops=True)
 
 
 def _images(seed=0, shape=SHAPE):
@@ -74,7 +79,7 @@ def np_pixmix(x, pictures, p):
   out = []
   for i in range(len(x)):
     orig = x[i]
-    aug = lambda s: np_op(orig, pixmix_ops.ALL_OPS[p['op'][i, s]], p['level'][i, s],
+    aug = lambda s: np_op(orig, augmix_lib.OP_NAMES[p['op'][i, s]], p['level'][i, s],
                           p['sign'][i, s]) / 255.0
     mixed = aug(0) if p['use_aug'][i, 0] else orig / 255.0
     for s in range(1, p['rounds'][i] + 1):
@@ -117,7 +122,7 @@ def np_ipmix_views(x, pictures, p):
             img = np_patch_mix(img, pictures[i], q['mix_op'], q['top'], q['left'], q['height'],
                                q['width'], q['a'], q['b'], q['q'], q['noise'])
           else:
-            img = np_op(img, pixmix_ops.ALL_OPS[q['op']], q['level'], q['sign'])
+            img = np_op(img, augmix_lib.OP_NAMES[q['op']], q['level'], q['sign'])
         mix = mix + p['weights'][i, j, c] * img
       m = p['m'][i, j]
       views[j, i] = (1 - m) * x[i] + m * mix
@@ -128,7 +133,7 @@ def _restrict_ops(params, key, names=EXACT_OPS):
   """Params with every augmentation op drawn from `names` (ops the NumPy side reproduces)."""
   params = dict(params)
   which = jax.random.randint(key, params['op'].shape, 0, len(names))
-  params['op'] = pixmix_ops.op_indices(names)[which]
+  params['op'] = augmix_lib.op_indices(names)[which]
   return params
 
 
@@ -142,8 +147,8 @@ def test_pointwise_and_flip_ops_match_pil(name):
   x[0] = 77.0  # a constant image: autocontrast / equalize leave it alone
   x[1, ..., 0] = np.where(x[1, ..., 0] > 128, 200.0, 90.0)  # a channel of two levels
   levels = np.linspace(0.1, 2.99, 6).astype(np.float32)
-  op = jnp.full((6,), pixmix_ops.ALL_OPS.index(name), jnp.int32)
-  got = jax.jit(jax.vmap(pixmix_ops.op_step))(x, op, levels, jnp.ones(6))
+  op = jnp.full((6,), augmix_lib.OP_NAMES.index(name), jnp.int32)
+  got = jax.jit(jax.vmap(_op_step))(x, op, levels, jnp.ones(6))
   for i in range(6):
     want = np_op(x[i], name, levels[i], 1.0)
     if name == 'autocontrast':
@@ -158,10 +163,10 @@ def test_pointwise_and_flip_ops_match_pil(name):
 def test_integer_translation_is_an_exact_shift_with_black_fill():
   x = _images(2, (1, H, W, C))[0]
   # level 3 -> int(3 * (W / 3) / 10) = 2 columns; sign -1: content moves right by 2.
-  got = np.asarray(pixmix_ops.op_step(x, jnp.int32(7), jnp.float32(3.0), jnp.float32(-1.0)))
+  got = np.asarray(_op_step(x, jnp.int32(7), jnp.float32(3.0), jnp.float32(-1.0)))
   np.testing.assert_array_equal(got[:, 2:], x[:, :-2])
   np.testing.assert_array_equal(got[:, :2], 0.0)
-  got = np.asarray(pixmix_ops.op_step(x, jnp.int32(8), jnp.float32(3.0), jnp.float32(1.0)))
+  got = np.asarray(_op_step(x, jnp.int32(8), jnp.float32(3.0), jnp.float32(1.0)))
   shift = int(3.0 * (H / 3) / 10)  # rows: content moves up
   np.testing.assert_array_equal(got[:H - shift], x[shift:])
   np.testing.assert_array_equal(got[H - shift:], 0.0)
@@ -174,9 +179,8 @@ def test_geometric_and_enhance_ops_are_close_to_pil(name):
   from PIL import ImageEnhance  # pylint: disable=g-import-not-at-top
   x = fractals.generate(1, (H, W), seed=3)[0]  # a smooth picture, not noise
   level, sign = np.float32(2.5), 1.0
-  got = np.asarray(pixmix_ops.op_step(x.astype(np.float32),
-                                      jnp.int32(pixmix_ops.ALL_OPS.index(name)), level,
-                                      jnp.float32(sign)))
+  got = np.asarray(_op_step(x.astype(np.float32), jnp.int32(augmix_lib.OP_NAMES.index(name)),
+                           level, jnp.float32(sign)))
   pil = pil_image.fromarray(x)
   f = float(level) * 1.8 / 10 + 0.1
   shear = float(level) * 0.3 / 10
@@ -197,14 +201,14 @@ def test_geometric_and_enhance_ops_are_close_to_pil(name):
 
 
 def test_op_lists():
-  assert pixmix_ops.AUGMIX_OPS == ('autocontrast', 'equalize', 'posterize', 'rotate',
+  assert augmix_lib.OPS == ('autocontrast', 'equalize', 'posterize', 'rotate',
                                    'solarize', 'shear_x', 'shear_y', 'translate_x',
                                    'translate_y')
-  assert set(pixmix_ops.IPMIX_OPS) == (set(pixmix_ops.AUGMIX_OPS) - {'autocontrast'}
+  assert set(augmix_lib.IPMIX_OPS) == (set(augmix_lib.OPS) - {'autocontrast'}
                                         | {'mirror', 'invert'})
-  assert len(pixmix_ops.PIXMIX_ALL_OPS) == 13
+  assert len(augmix_lib.ALL_OPS) == 13
   with pytest.raises(ValueError, match='nosuch'):
-    pixmix_ops.op_indices(['nosuch'])
+    augmix_lib.op_indices(['nosuch'])
 
 
 # ----------------------------------------------------------------------------- mixing ops
@@ -398,7 +402,7 @@ def test_ipmix_draws_and_invariants(ipmix_fns):
   assert (p['top'] >= 0).all() and (p['top'] + p['height'] <= H).all()
   assert (p['left'] >= 0).all() and (p['left'] + p['width'] <= W).all()
   assert p['height'].min() >= 2 and p['width'].min() >= 2
-  assert set(np.unique(p['op'])) <= set(pixmix_ops.op_indices(pixmix_ops.IPMIX_OPS).tolist())
+  assert set(np.unique(p['op'])) <= set(augmix_lib.op_indices(augmix_lib.IPMIX_OPS).tolist())
   assert p['steps'].min() >= 0 and p['steps'].max() <= 3
   # m = 0: every view is the clean image; no step in any chain: the same.
   for override in ({'m': jnp.zeros_like(p['m'])}, {'steps': jnp.zeros_like(p['steps'])}):

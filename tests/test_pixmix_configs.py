@@ -17,13 +17,31 @@ IPMIX_PROTOCOL = ('cifar10_wrn28_10', 'cifar100_wrn28_10', 'cifar10_resnet18',
 @pytest.mark.parametrize('method', ['pixmix', 'ipmix', 'storm', 'vanilla'])
 def test_methods_with_mixing_pictures_select_the_fractal_set(name, method):
   config = load_config(name, f'{method},smoke')
-  if method in ('pixmix', 'ipmix'):  # The trainer does not feed the picture stream yet.
-    with pytest.raises(errors.UserError, match=f"mix.name='{method}'.*second input stream"):
-      train.validate_config(config, device_count=1, process_count=1)
-  else:
-    train.validate_config(config, device_count=1, process_count=1)
+  train.validate_config(config, device_count=1, process_count=1)
   assert config.mix.name == ('none' if method == 'vanilla' else method)
-  assert config.dataset.mixing_set == ('fractals' if method in ('pixmix', 'ipmix') else None)
+  # Smoke runs read a small generated set (the full runs: 'fractals', 10,000 pictures).
+  assert config.dataset.mixing_set == (
+      'fractals/32x32_256_seed0' if method in ('pixmix', 'ipmix') else None)
+  full = load_config(name, method)
+  assert full.dataset.mixing_set == ('fractals' if method in ('pixmix', 'ipmix') else None)
+
+
+@pytest.mark.parametrize('method', ['pixmix', 'ipmix'])
+def test_a_mixing_set_is_required(method):
+  config = load_config('cifar10_wrn28_10', f'{method},smoke')
+  config.dataset.mixing_set = ''
+  with pytest.raises(errors.UserError, match=r"^dataset.mixing_set='' must name the mixing "
+                     f"pictures that mix.name='{method}' mixes with"):
+    train.validate_config(config, device_count=1, process_count=1)
+
+
+def test_ipmix_patch_sizes_must_fit_the_images():
+  config = load_config('digits_storm', 'ipmix,smoke')
+  train.validate_config(config, device_count=1, process_count=1)  # (2, 4, 8) on 8x8 digits
+  config.mix.hparams.patch_sizes = (4, 8, 16)
+  with pytest.raises(errors.UserError, match=r'^mix.hparams.patch_sizes=\(4, 8, 16\) must all '
+                     r"fit the 8x8 images of dataset.name='digits'"):
+    train.validate_config(config, device_count=1, process_count=1)
 
 
 @pytest.mark.parametrize('name', IPMIX_PROTOCOL)

@@ -200,6 +200,8 @@ class Fractals(builder_base.Builder):
   def __init__(self, *, config: str | FractalsConfig | None = None, **kwargs):
     if not isinstance(config, FractalsConfig):
       config = parse_config(config)
+    if config.name == self.BUILDER_CONFIGS[0].name:  # tfds refuses another object of that name
+      config = self.BUILDER_CONFIGS[0]
     super().__init__(config=config, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:

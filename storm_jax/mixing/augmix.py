@@ -30,6 +30,9 @@ points of `(v - lo) 255 / (hi - lo)`, where PIL's float64 arithmetic lands one l
 ~0.4% of (lo, hi, v) triples and we keep the exact value; the warps and the blends are computed
 in float32 against PIL's float64 and truncated as PIL does, so a few pixels differ by one level.
 
+The same ops, plus IPMix's `mirror` and `invert` (`OP_NAMES`), serve PixMix and IPMix
+(`op_indices`, `sample_ops` draw from a method's list; docs/DESIGN.md#pixmix-ops).
+
 With `jsd=True` the mixer returns `[x; aug_1; aug_2]` (3B rows, k-major: row `k * B + b`) and
 the labels three times; the training objective is then `losses.consistency_objective`
 (cross-entropy on the clean view + `jsd_weight` x Jensen-Shannon divergence of the three views).
@@ -51,13 +54,45 @@ OPS = ('autocontrast', 'equalize', 'posterize', 'rotate', 'solarize', 'shear_x',
        'translate_x', 'translate_y')
 ENHANCE_OPS = ('color', 'contrast', 'brightness', 'sharpness')
 ALL_OPS = OPS + ENHANCE_OPS
+# The op set PixMix and IPMix draw from too (docs/DESIGN.md#pixmix-ops): AugMix's ops, then
+# IPMix's two extra ones (PIL `ImageOps.mirror`, `ImageOps.invert`). An op index is a position
+# in `OP_NAMES`; a method draws from its own list through `op_indices`.
+EXTRA_OPS = ('mirror', 'invert')
+OP_NAMES = ALL_OPS + EXTRA_OPS
+IPMIX_OPS = ('equalize', 'posterize', 'rotate', 'solarize', 'shear_x', 'shear_y',
+             'translate_x', 'translate_y', 'mirror', 'invert')  # IPMix's `augmentations`
 MAX_DEPTH = 3  # depth=-1 draws U{1, 2, 3}.
-IDENTITY = len(ALL_OPS)  # op index of a no-op step (beyond a chain's depth).
+IDENTITY = len(OP_NAMES)  # op index of a no-op step (beyond a chain's depth).
 
 # Which table / matrix / degenerate image each op index uses (slot 0 = identity).
-_LUT_SLOT = jnp.array([1, 2, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0], jnp.int32)
-_WARP_SLOT = jnp.array([0, 0, 0, 1, 0, 2, 3, 4, 5, 0, 0, 0, 0, 0], jnp.int32)
-_BLEND_SLOT = jnp.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 0], jnp.int32)
+_LUT_SLOT = jnp.array([1, 2, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0], jnp.int32)
+_WARP_SLOT = jnp.array([0, 0, 0, 1, 0, 2, 3, 4, 5, 0, 0, 0, 0, 6, 0, 0], jnp.int32)
+_BLEND_SLOT = jnp.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0], jnp.int32)
+
+
+def op_indices(names: Sequence[str]) -> jax.Array:
+  """int32 indices into `OP_NAMES` of the named ops (a method's op list)."""
+  for name in names:
+    if name not in OP_NAMES:
+      raise ValueError(f'op {name!r} is not one of {OP_NAMES}.')
+  return jnp.asarray([OP_NAMES.index(n) for n in names], jnp.int32)
+
+
+def sample_ops(key: jax.Array, shape: Sequence[int], names: Sequence[str],
+               severity: float) -> dict[str, jax.Array]:
+  """Uniform op draws from the list `names`, as the references' `np.random.choice(ops)`.
+
+  Returns:
+    `{'op': int32 (`OP_NAMES` index), 'level': float32 in [0.1, severity), 'sign': float32
+    +-1}`, each of `shape`.
+  """
+  op_key, level_key, sign_key = jax.random.split(key, 3)
+  which = jax.random.randint(op_key, tuple(shape), 0, len(names))
+  return {
+      'op': op_indices(names)[which],
+      'level': jax.random.uniform(level_key, tuple(shape), jnp.float32, 0.1, severity),
+      'sign': jnp.where(jax.random.bernoulli(sign_key, 0.5, tuple(shape)), 1.0, -1.0),
+  }
 
 
 # --------------------------------------------------------------------------------------
@@ -203,10 +238,12 @@ def blend(degenerate: jax.Array, img: jax.Array, factor: jax.Array) -> jax.Array
 
 def op_step(img: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array, *,
             all_ops: bool) -> jax.Array:
-  """One chain step: the op with index `op` (into `ALL_OPS`; `IDENTITY` = no-op) at `level`.
+  """One chain step: the op with index `op` (into `OP_NAMES`; `IDENTITY` = no-op) at `level`.
 
   Magnitudes as the reference `augmentations.py`, with `S` the image side for translations
   (W for translate_x, H for translate_y; the reference's IMAGE_SIZE on square images).
+  IPMix's `invert` is a table (`255 - v`) and its `mirror` a warp (`x -> W - x`, exact).
+  PixMix and IPMix call this op too (docs/DESIGN.md#pixmix-ops).
 
   Args:
     img: [H, W, C] integer-valued float32 in [0, 255].
@@ -229,6 +266,7 @@ def op_step(img: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array, *,
       equalize_lut(hist),
       posterize_lut(4 - int_param(4).astype(jnp.int32), channels),
       solarize_lut(256 - int_param(256).astype(jnp.int32), channels),
+      solarize_lut(jnp.int32(0), channels),  # invert
   ])
   img = apply_lut(img, luts[_LUT_SLOT[op]])
   # 2. Affine warps (inverse maps, PIL's `transform` data).
@@ -241,6 +279,7 @@ def op_step(img: jax.Array, op: jax.Array, level: jax.Array, sign: jax.Array, *,
       jnp.stack([one, zero, zero, shear, one, zero]),
       jnp.stack([one, zero, sign * int_param(width / 3), zero, one, zero]),
       jnp.stack([one, zero, zero, zero, one, sign * int_param(height / 3)]),
+      jnp.stack([-one, zero, jnp.float32(width), zero, one, zero]),  # mirror: exact
   ])
   img = affine_warp(img, mats[_WARP_SLOT[op]])
   if not all_ops:

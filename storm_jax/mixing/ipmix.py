@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from storm_jax.mixing import base
-from storm_jax.mixing import pixmix_ops
+from storm_jax.mixing.augmix import IPMIX_OPS, op_step, sample_ops
 from storm_jax.mixing.pixmix import add, check_flag, check_mixing_pictures, check_severity
 from storm_jax.mixing.pixmix import multiply, sample_ab
 
@@ -83,7 +83,7 @@ _CHAIN_KEYS = ('patch', 'steps') + _STEP_KEYS
 def chain(img: jax.Array, picture: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
   """One IPMix chain of one image: `p['steps']` steps of kind 'P' or 'IMG' (`p['patch']`)."""
   def step(img, q):
-    image_step = pixmix_ops.op_step(img, q['op'], q['level'], q['sign'])
+    image_step = op_step(img, q['op'], q['level'], q['sign'], all_ops=False)
     patch_step = patch_mix(img, picture, mix_op=q['mix_op'], top=q['top'], left=q['left'],
                            height=q['height'], width=q['width'], a=q['a'], b=q['b'], q=q['q'],
                            noise=q['noise'])
@@ -106,7 +106,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixing_pictures: jax.Array,
     With V = 2 views if `jsd` else 1, K = width, T = max_steps: `{'weights': [B, V, K]
     (Dirichlet), 'm': [B, V] (Beta), 'patch': bool [B, V, K] (chain kind 'P'), 'steps':
     int32 [B, V, K] in [0, T]}` and per step `[B, V, K, T]`: `'op', 'level', 'sign'` (IMG op,
-    `pixmix_ops.ALL_OPS` index), `'mix_op'` (index into `MIXING_OPS`), `'top', 'left',
+    `augmix.OP_NAMES` index), `'mix_op'` (index into `MIXING_OPS`), `'top', 'left',
     'height', 'width'` (patch), `'a', 'b'` (add / multiply), `'q'` (random_* keep
     probability), `'noise'` float32 [B, V, K, T, H, W, C]; and `'mixing_pictures'`.
   """
@@ -129,7 +129,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixing_pictures: jax.Array,
       'm': m,
       'patch': jax.random.bernoulli(next(keys), 0.5, lead),
       'steps': jax.random.randint(next(keys), lead, 0, max_steps + 1, dtype=jnp.int32),
-      **pixmix_ops.sample_ops(next(keys), steps, pixmix_ops.IPMIX_OPS, severity),
+      **sample_ops(next(keys), steps, IPMIX_OPS, severity),
       'mix_op': jax.random.randint(next(keys), steps, 0, len(MIXING_OPS), dtype=jnp.int32),
       'top': top,
       'left': left,

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from storm_jax.mixing import base
-from storm_jax.mixing import pixmix_ops
+from storm_jax.mixing.augmix import ALL_OPS, OPS, op_step, sample_ops
 
 
 # --------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixing_pictures: jax.Array, 
     Step 0 is the starting image, steps 1..k the rounds:
     `{'use_aug': bool [B, k+1] (step 0: start from augment(x); s >= 1: the partner is
       augment(x), else the mixing picture), 'op', 'level', 'sign': [B, k+1] (the augment op of
-      each step, `pixmix_ops.ALL_OPS` index), 'rounds': int32 [B] in [0, k],
+      each step, `augmix.OP_NAMES` index), 'rounds': int32 [B] in [0, k],
       'multiply': bool [B, k+1], 'a', 'b': float32 [B, k+1] (entries of step 0 unused),
       'mixing_pictures': float32 [B, H, W, C]}`.
   """
@@ -95,11 +95,11 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixing_pictures: jax.Array, 
   check_mixing_pictures(mixing_pictures, shape)
   steps = (batch_size, k + 1)
   aug_key, ops_key, r_key, mul_key, ab_key = jax.random.split(key, 5)
-  names = pixmix_ops.PIXMIX_ALL_OPS if all_ops else pixmix_ops.AUGMIX_OPS
+  names = ALL_OPS if all_ops else OPS  # AugMix's lists: `--all-ops` (the recipe) or not
   a, b = sample_ab(ab_key, beta, steps)
   return {
       'use_aug': jax.random.bernoulli(aug_key, 0.5, steps),
-      **pixmix_ops.sample_ops(ops_key, steps, names, severity),
+      **sample_ops(ops_key, steps, names, severity),
       'rounds': jax.random.randint(r_key, (batch_size,), 0, k + 1, dtype=jnp.int32),
       'multiply': jax.random.bernoulli(mul_key, 0.5, steps),
       'a': a,
@@ -108,14 +108,15 @@ def sample(key: jax.Array, shape: Sequence[int], *, mixing_pictures: jax.Array, 
   }
 
 
-def apply(params: dict[str, jax.Array], x: jax.Array,
-          y: jax.Array) -> tuple[jax.Array, jax.Array]:
+def apply(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, *,
+          all_ops: bool = True) -> tuple[jax.Array, jax.Array]:
   """PixMix with the drawn params; labels unchanged.
 
   Args:
     params: from `sample`.
     x: [B, H, W, C] float pixel values in [0, 255].
     y: [B, N] float32 soft labels.
+    all_ops: the enhance ops may be drawn (static; must match `sample`).
 
   Returns:
     `(x_mix [B, H, W, C] float32 in [0, 255], y)`.
@@ -123,7 +124,8 @@ def apply(params: dict[str, jax.Array], x: jax.Array,
   x = x.astype(jnp.float32)
   orig = jnp.clip(jnp.round(x), 0.0, 255.0)  # the uint8 image the ops see
   steps = params['use_aug'].shape[1]
-  per_step = jax.vmap(pixmix_ops.op_step, in_axes=(None, 0, 0, 0))
+  op = functools.partial(op_step, all_ops=all_ops)
+  per_step = jax.vmap(op, in_axes=(None, 0, 0, 0))
   augs = jax.vmap(per_step)(orig, params['op'], params['level'], params['sign']) / 255.0
   pictures = params['mixing_pictures'] / 255.0
   use_aug = params['use_aug'][..., None, None, None]
@@ -166,7 +168,8 @@ def make(*, k: int = 4, beta: float = 3.0, severity: float = 3.0,
   check_severity(severity)
   check_flag('all_ops', all_ops)
   hp = dict(k=k, beta=float(beta), severity=float(severity), all_ops=all_ops)
-  return base.Mixer('pixmix', hp, functools.partial(sample, **hp), apply, needs_pixels=True,
+  return base.Mixer('pixmix', hp, functools.partial(sample, **hp),
+                    functools.partial(apply, all_ops=all_ops), needs_pixels=True,
                     needs_mixing_pictures=True)
 
 

@@ -45,7 +45,8 @@ def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
 
 
 def check_dataset(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> None:
-  """Opens the training split: a dataset that is missing fails before any model is built.
+  """Opens the training split (and the mixing-picture set of PixMix / IPMix): a dataset that is
+  missing fails before any model is built.
 
   Custom datasets whose source files are present are prepared here (e.g. the bundled digits).
 
@@ -53,6 +54,46 @@ def check_dataset(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> 
     data.DatasetNotFoundError: (a UserError) saying what to place where.
   """
   data.open_split(info.tfds_name, info.train_split, config.dataset.data_dir)
+  check_mixing_set(config)
+
+
+def mixing_set(config: ml_collections.ConfigDict) -> str | None:
+  """The mixing-picture set the run reads (PixMix / IPMix), or None when its mixer needs none."""
+  if not build_mixer(config).needs_mixing_pictures:
+    return None
+  return config.dataset.mixing_set
+
+
+def check_mixing_set(config: ml_collections.ConfigDict) -> None:
+  """Opens the mixing-picture set, if the run reads one; the generated `fractals` sets are
+  prepared here on first use (docs/DESIGN.md#mixing-stream).
+
+  Raises:
+    errors.UserError: a bad set name or a set that is missing, naming dataset.mixing_set.
+  """
+  name = mixing_set(config)
+  if name is None:
+    return
+  try:
+    data.open_split(name, 'train', config.dataset.data_dir)
+  except errors.UserError:
+    raise
+  except ValueError as e:
+    raise errors.UserError(f'dataset.mixing_set={name!r}: {e}') from None
+
+
+def mixing_iterator(config: ml_collections.ConfigDict, info: data.DatasetInfo, *,
+                    start_step: int = 0) -> Iterator:
+  """`data.mixing_iterator` of `config.dataset.mixing_set` for this process, from `start_step`.
+
+  Batch t holds the mixing pictures of step t, at the training images' shape: with the same
+  `start_step` as `train_iterator`, a resumed run pairs every step with the same pictures.
+  """
+  return data.mixing_iterator(
+      mixing_set(config), global_batch_size=config.batch_size, seed=config.seed,
+      image_shape=tuple(info.image_shape), start_step=start_step,
+      data_dir=config.dataset.data_dir, process_index=jax.process_index(),
+      process_count=jax.process_count())
 
 
 def train_iterator(config: ml_collections.ConfigDict, *, start_step: int = 0) -> Iterator:
@@ -239,9 +280,11 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
                'mix.off_after_step', config.mix.off_after_step, 'must be >= 0 (or unset).')
 
   mixer = build_mixer(config)  # Raises UserError for bad hyper-parameters.
-  errors.check(not mixer.needs_mixing_pictures, 'mix.name', config.mix.name,
-               'mixes with pictures of a second input stream, which the trainer does not feed '
-               'yet; the op is usable from the library (docs/DESIGN.md#mixing-stream).')
+  if mixer.needs_mixing_pictures:  # PixMix / IPMix: a second stream of mixing pictures.
+    errors.check(bool(config.dataset.mixing_set), 'dataset.mixing_set',
+                 config.dataset.mixing_set, f'must name the mixing pictures that '
+                 f'mix.name={config.mix.name!r} mixes with, e.g. \'fractals\' (generated) or '
+                 '\'image_folder:<root>\' (docs/DESIGN.md#mixing-stream).')
   if info is None:
     info = dataset_info(config)  # Raises UserError for an unknown dataset.
   h, w, c = info.image_shape
@@ -261,6 +304,10 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
                  'mix.hparams.clean_lam', mixer.hparams['clean_lam'],
                  f'is the weight of the input-gradient saliency pass\'s loss; mix.name='
                  f'{config.mix.name!r} with these hyper-parameters has no such pass (use 0).')
+  if mixer.name == 'ipmix':  # Every patch side must fit the image.
+    errors.check(max(mixer.hparams['patch_sizes']) <= min(h, w), 'mix.hparams.patch_sizes',
+                 tuple(mixer.hparams['patch_sizes']), f'must all fit the {h}x{w} images of '
+                 f'dataset.name={config.dataset.name!r} (e.g. (2, 4, 8) for 8x8 images).')
   if 'grid_sizes' in mixer.hparams:  # R-Mix: every grid side must tile the image.
     for p in mixer.hparams['grid_sizes']:
       errors.check(h % p == 0 and w % p == 0, 'mix.hparams.grid_sizes', mixer.hparams['grid_sizes'],

@@ -149,13 +149,33 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _train_batches(config: ml_collections.ConfigDict, info: data.DatasetInfo, mixer,
+                   start_step: int) -> Iterator:
+  """This process's train batches from `start_step` on.
+
+  For the mixers that mix with pictures of a second stream (PixMix, IPMix), each batch also
+  holds the mixing pictures of its step (`'mixing_pictures'`, uint8 [b, H, W, C], sharded
+  like `'image'` by `_prefetch`); both streams start at `start_step`, so a resume is exact.
+  """
+  batches = config_lib.train_iterator(config, start_step=start_step)
+  if not mixer.needs_mixing_pictures:
+    return batches
+  pictures = config_lib.mixing_iterator(config, info, start_step=start_step)
+  return ({**batch, 'mixing_pictures': p} for batch, p in zip(batches, pictures))
+
+
 def _write_preview(workdir, steps: step_lib.Steps, state, batch, key, info, config) -> None:
   out = jax.device_get(steps.preview(state, batch, key))
+  x_mix, y_mix = out['x_mix'], out['y_mix']
+  if steps.ctx.mixer.consistency_weight:  # AugMix / IPMix with JSD: view 0 is the clean batch.
+    x_mix, y_mix = (np.asarray(step_lib.view_rows(steps.ctx, a, 1)) for a in (x_mix, y_mix))
+  pictures = batch.get('mixing_pictures')
   path = os.path.join(workdir, 'mixed_batch.png')
   preview.mixed_batch_grid(
-      path, out['x_mix'], out['y_mix'], mean=info.mean, std=info.std,
+      path, x_mix, y_mix, mean=info.mean, std=info.std,
       max_images=config.preview_images,
-      title=f'{config.mix.name} {dict(config.mix.hparams)} (step {int(state.step)})')
+      title=f'{config.mix.name} {dict(config.mix.hparams)} (step {int(state.step)})',
+      mixing_pictures=None if pictures is None else jax.device_get(pictures))
   logging.info('Wrote a grid of one mixed batch to %s', path)
 
 
@@ -215,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metric_writers.MetricWriter(workdir, enabled=is_main,
                                        tensorboard=config.tensorboard)
   best = _best_eval(writer.path, start_step)
-  train_iter = _prefetch(config_lib.train_iterator(config, start_step=start_step),
+  train_iter = _prefetch(_train_batches(config, info, steps.ctx.mixer, start_step),
                          steps.batch_sharding)
 
   def run_eval(step):

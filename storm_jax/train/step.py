@@ -47,6 +47,10 @@ Objectives (docs/DESIGN.md#train-step):
     `mixer.consistency_weight` x the Jensen-Shannon divergence of the three views. Under
     `scope='device'` each device's block holds its own three views, so the objective matches
     views inside each block (`groups` = device count).
+  * PixMix / IPMix (`mixer.needs_mixing_pictures`): pixel space as AugMix, with the batch's
+    mixing pictures (`batch['mixing_pictures']`, a second input stream) passed to the mixer's
+    `sample`; IPMix with `jsd` trains on AugMix's objective (docs/DESIGN.md#pixmix,
+    docs/DESIGN.md#ipmix).
   * Manifold Mixup (`mixer.hidden_points`): the mixer's draw also says at which point of the
     model to mix (`mixing.manifold.hidden_params`: one draw per device under 'device' scope);
     the mixed forward pass gets it as the model's `mix` argument (docs/DESIGN.md#manifold-mixup).
@@ -73,6 +77,7 @@ import ml_collections
 import optax
 
 from storm_jax import data
+from storm_jax import errors
 from storm_jax import mixing
 from storm_jax.mixing.puzzlemix import adversarial_noise
 from storm_jax.mixing.puzzlemix import adversarial_start
@@ -207,19 +212,23 @@ def _repeat(ctx: StepContext, a: jax.Array, k: int) -> jax.Array:
   return jnp.repeat(a, k, axis=1).reshape((-1,) + a.shape[3:])
 
 
-def _mix(ctx: StepContext, key, x, y, saliency, adversarial=None):
+def _mix(ctx: StepContext, key, x, y, saliency, adversarial=None, mixing_pictures=None):
   """Applies the mixer globally or per device (shard_map, device index folded in).
 
-  `adversarial`: PuzzleMix's `{'adv': bool [2], 'noise': [B, H, W, C]}` (`saliency_pass`);
-  the coins are one draw for the whole batch, the noise is sharded like the batch.
+  `saliency` / `mixing_pictures` (None when the mixer takes none) are per-example inputs of
+  `mixer.sample`, sharded like `x`. `adversarial`: PuzzleMix's
+  `{'adv': bool [2], 'noise': [B, H, W, C]}` (`saliency_pass`); the coins are one draw for the
+  whole batch, the noise is sharded like the batch.
+
 
   Returns:
     (x_mix, y_mix, hidden): `hidden` is Manifold Mixup's `mix` argument of the model
     (`{'lam': [G], 'perm': [G, B / G], 'point': [G]}`, G = `_groups(ctx)`), else None.
   """
   mixer = ctx.mixer
-  kw_names = ('saliency',) if saliency is not None else ()
-  args = (saliency,) if saliency is not None else ()
+  extras = {'saliency': saliency, 'mixing_pictures': mixing_pictures}
+  kw_names = tuple(k for k, v in extras.items() if v is not None)
+  args = tuple(extras[k] for k in kw_names)
   specs = (P('data'),) * len(args)
   if adversarial is not None:
     kw_names += ('adv', 'noise')
@@ -308,6 +317,32 @@ def _first_order(params, value: jax.Array, grads) -> jax.Array:
   return value + optax.tree.vdot(grads, delta)
 
 
+def _mixing_pictures(ctx: StepContext, batch: Mapping[str, jax.Array]) -> jax.Array | None:
+  """PixMix / IPMix: the batch's mixing pictures as float32 pixel values in [0, 255]; else None.
+
+  The loop puts them beside the images (`batch['mixing_pictures']`, uint8 [B, H, W, C] of the
+  second input stream, sharded like `image`; docs/DESIGN.md#mixing-stream).
+  """
+  if not ctx.mixer.needs_mixing_pictures:
+    return None
+  if 'mixing_pictures' not in batch:
+    raise errors.UserError(f'mix.name={ctx.mixer.name!r} mixes with pictures of a second input '
+                           "stream: the batch needs batch['mixing_pictures'] [B, H, W, C] "
+                           '(the loop reads them from dataset.mixing_set).')
+  return batch['mixing_pictures'].astype(jnp.float32)
+
+
+def view_rows(ctx: StepContext, a: jax.Array, view: int) -> jax.Array:
+  """Rows of view `view` of every example, in batch order, from a `_mix` output `[k * B, ...]`.
+
+  E.g. view 1 (the first augmented view) of AugMix / IPMix with JSD, whose view 0 is the clean
+  batch; under 'device' scope each device's block is k-major (see `_repeat`).
+  """
+  k = ctx.mixer.multiplicity
+  a = a.reshape((_groups(ctx), k, -1) + a.shape[1:])[:, view]
+  return a.reshape((-1,) + a.shape[2:])
+
+
 def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Array],
                  key: jax.Array):
   """The inputs of one train step (`key`: the step key, `step_key(seed_key, state.step)`).
@@ -337,14 +372,16 @@ def mixed_inputs(ctx: StepContext, state: TrainState, batch: Mapping[str, jax.Ar
     saliency, batch_stats, adversarial = out['saliency'], out['batch_stats'], out['adversarial']
     if out['clean_grads'] is not None:
       clean_loss, clean_grads = out['clean_loss'], out['clean_grads']
+  pictures = _mixing_pictures(ctx, batch)
   if ctx.mixer.needs_pixels:
-    # AugMix's ops work on pixel values in [0, 255]; its mix is convex, so normalising the
-    # result equals mixing normalised images. (`normalize` reads float input as [0, 1].)
+    # AugMix's, PixMix's and IPMix's ops work on pixel values in [0, 255]; the result is
+    # normalised after mixing, as the references normalise the mixed image. (`normalize`
+    # reads float input as [0, 1].)
     pixels = batch['image'].astype(jnp.float32)
-    x_mix, y_mix, hidden = _mix(ctx, key, pixels, y, saliency)
+    x_mix, y_mix, hidden = _mix(ctx, key, pixels, y, saliency, mixing_pictures=pictures)
     x_mix = normalize(x_mix / 255.0, ctx.mean, ctx.std)
   else:
-    x_mix, y_mix, hidden = _mix(ctx, key, x, y, saliency, adversarial)
+    x_mix, y_mix, hidden = _mix(ctx, key, x, y, saliency, adversarial, pictures)
   x_mix, y_mix, hidden = jax.lax.stop_gradient((x_mix, y_mix, hidden))
   k = ctx.mixer.multiplicity
   x_mix = jnp.where(mix_on, x_mix, _repeat(ctx, x, k))
@@ -362,7 +399,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array
 
   Args:
     state: replicated train state (donated).
-    batch: {'image': uint8 [B, H, W, C], 'label': int32 [B]}, sharded on 'data'.
+    batch: {'image': uint8 [B, H, W, C], 'label': int32 [B]} (+ 'mixing_pictures' uint8
+      [B, H, W, C] for PixMix / IPMix), sharded on 'data'.
     key: the run's seed key; the step mixes with `step_key(key, state.step)`.
     ctx: static step context.
 

@@ -140,6 +140,41 @@ def test_augmix_device_scope_views_per_device_block():
   np.testing.assert_allclose(metrics['loss'], ce + 12.0 * js, rtol=2e-5)
 
 
+def test_ipmix_device_scope_mixes_each_shard_with_its_own_pictures():
+  """IPMix (jsd), 'device' scope: the mixing pictures are sharded like the images, so device
+  g's block is IPMix of its shard with its shard's pictures and its own key; the loss is CE on
+  the clean rows + 12 JS of the views matched inside each block."""
+  config = smoke_config('ipmix', {'patch_sizes': (2, 4)},
+                        **{'mix.scope': 'device', 'dataset.mixing_set': 'fractals/8x8_64_seed0'})
+  state, ctx, step, sharding = setup(config, jax.devices())
+  batch = batches(1)[0]
+  batch['mixing_pictures'] = next(data.mixing_iterator(
+      'fractals/8x8_64_seed0', global_batch_size=16, seed=0, image_shape=(8, 8, 1)))
+  gbatch = data.to_global(batch, sharding)
+  assert gbatch['mixing_pictures'].sharding == gbatch['image'].sharding
+  key = jax.random.key(0)
+  inputs = jax.device_get(jax.jit(functools.partial(train.mixed_inputs, ctx))(
+      state, gbatch, train.step_key(key, 0)))
+  views = inputs['x_mix'].reshape(8, 3, 2, 8, 8, 1)
+  y = np.eye(10, dtype=np.float32)[batch['label']]
+  for g in (0, 5):  # device g: its two examples, its two pictures, the key folded with g
+    rows = slice(2 * g, 2 * g + 2)
+    pixels, _ = jax.jit(ctx.mixer)(
+        jax.random.fold_in(train.step_key(key, 0), g), batch['image'][rows].astype(np.float32),
+        y[rows], mixing_pictures=batch['mixing_pictures'][rows].astype(np.float32))
+    want = train.normalize(pixels / 255.0, ctx.mean, ctx.std).reshape(3, 2, 8, 8, 1)
+    np.testing.assert_allclose(views[g], want, rtol=1e-5, atol=1e-5)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  logits, _ = ctx.model.apply(variables, jnp.asarray(inputs['x_mix']), train=True,
+                              mutable=['batch_stats'])
+  p = np.asarray(jax.nn.softmax(logits), np.float64).reshape(8, 3, 2, 10)
+  ce = np.mean(-np.sum(y.reshape(8, 2, 10) * np.log(p[:, 0]), -1))
+  log_m = np.log(np.clip(p.mean(1, keepdims=True), 1e-7, 1.0))
+  js = np.mean(np.sum(p * (np.log(p) - log_m), -1))
+  _, metrics = step(state, gbatch, key)
+  np.testing.assert_allclose(metrics['loss'], ce + 12.0 * js, rtol=2e-5)
+
+
 def test_manifold_mixup_device_scope_one_draw_per_device():
   config = smoke_config('manifold_mixup', {'alpha': 2.0}, **{'mix.scope': 'device',
                                                             'mix.off_after_step': 1})
