@@ -59,9 +59,9 @@ def test_the_loop_pairs_each_step_with_its_pictures_from_any_start_step():
   config = config_of('pixmix')
   info = train.dataset_info(config)
   mixer = train.build_mixer(config)
-  straight = loop._train_batches(config, info, mixer, 0)
+  straight = loop.train_batches(config, info, mixer, 0)
   first = [next(straight) for _ in range(3)]
-  resumed = next(loop._train_batches(config, info, mixer, 2))
+  resumed = next(loop.train_batches(config, info, mixer, 2))
   for key in ('image', 'label', 'mixing_pictures'):
     np.testing.assert_array_equal(resumed[key], first[2][key])
   assert first[0]['mixing_pictures'].shape == (16, 8, 8, 1)
@@ -69,7 +69,7 @@ def test_the_loop_pairs_each_step_with_its_pictures_from_any_start_step():
   np.testing.assert_array_equal(first[1]['mixing_pictures'], pictures(1))
   assert not np.array_equal(first[0]['mixing_pictures'], first[1]['mixing_pictures'])
   # Other mixers read no second stream.
-  assert 'mixing_pictures' not in next(loop._train_batches(
+  assert 'mixing_pictures' not in next(loop.train_batches(
       smoke_config('mixup', {'alpha': 1.0}), info, train.build_mixer(smoke_config('mixup')), 0))
 
 

@@ -149,7 +149,7 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _train_batches(config: ml_collections.ConfigDict, info: data.DatasetInfo, mixer,
+def train_batches(config: ml_collections.ConfigDict, info: data.DatasetInfo, mixer,
                    start_step: int) -> Iterator:
   """This process's train batches from `start_step` on.
 
@@ -235,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metric_writers.MetricWriter(workdir, enabled=is_main,
                                        tensorboard=config.tensorboard)
   best = _best_eval(writer.path, start_step)
-  train_iter = _prefetch(_train_batches(config, info, steps.ctx.mixer, start_step),
+  train_iter = _prefetch(train_batches(config, info, steps.ctx.mixer, start_step),
                          steps.batch_sharding)
 
   def run_eval(step):
