@@ -23,10 +23,10 @@ from storm_jax import train
 from storm_jax.train import loop
 from storm_jax.train import step as step_lib
 from storm_jax.utils import metric_writers
-from tests.test_train import _ce, _compilation_cache  # pylint: disable=unused-import
+from tests.test_train import soft_ce
 from tests.test_train import digits_batch, forward, setup_step, smoke_config
 
-pytestmark = pytest.mark.usefixtures('key_reuse_checked')
+pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 
 MIXING_SET = 'fractals/8x8_64_seed0'
 IPMIX_DIGITS = {'patch_sizes': (2, 4)}
@@ -117,7 +117,7 @@ def test_pixmix_step_is_ce_on_the_normalised_mix_of_the_batch_pictures():
   logits, upd = forward(ctx, state.params, state.batch_stats, x_mix)
   step = jax.jit(functools.partial(train.train_step, ctx=ctx))
   new_state, metrics = step(state, batch, key)
-  np.testing.assert_allclose(metrics['loss'], _ce(logits, y), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits, y), rtol=1e-5)
   chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
   state, _ = setup_step(config)
   _, other = step(state, {**batch, 'mixing_pictures': pictures(1)}, key)
@@ -147,14 +147,14 @@ def test_ipmix_jsd_step_is_clean_ce_plus_12_js_of_its_views():
   assert js > 1e-4
   step = jax.jit(functools.partial(train.train_step, ctx=ctx))
   new_state, metrics = step(state, batch, key)
-  np.testing.assert_allclose(metrics['loss'], _ce(logits[:16], y) + 12.0 * js, rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:16], y) + 12.0 * js, rtol=1e-5)
   chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
   # Mixing off (same program): three copies of the clean batch, no JS term.
   state = state.replace(step=state.step + 1)
   logits, _ = forward(ctx, state.params, state.batch_stats, jnp.tile(x, (3, 1, 1, 1)))
   _, metrics = step(state, batch, key)
   assert float(metrics['mix_on']) == 0.0
-  np.testing.assert_allclose(metrics['loss'], _ce(logits[:16], y), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:16], y), rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -173,7 +173,7 @@ def test_ipmix_without_jsd_step_is_ce_on_one_view():
                          atol=0.1)
   logits, _ = forward(ctx, state.params, state.batch_stats, inputs['x_mix'])
   _, metrics = jax.jit(functools.partial(train.train_step, ctx=ctx))(state, batch, key)
-  np.testing.assert_allclose(metrics['loss'], _ce(logits, y), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits, y), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def test_multimix_trains_on_k_times_b():
   assert np.isfinite(metrics['loss'])
 
 
-def _ce(logits, labels):
+def soft_ce(logits, labels):
   return np.mean(-np.sum(np.asarray(labels) * np.asarray(jax.nn.log_softmax(logits)), -1))
 
 
@@ -242,7 +242,7 @@ def test_augmix_step_is_clean_ce_plus_12_js():
   p = np.asarray(jax.nn.softmax(logits.reshape(3, 16, 10)), np.float64)
   log_m = np.log(np.clip(p.mean(0), 1e-7, 1.0))
   js = np.mean(np.sum(p * (np.log(p) - log_m), -1))  # mean over the views and the batch
-  want = _ce(logits[:16], y) + 12.0 * js
+  want = soft_ce(logits[:16], y) + 12.0 * js
   step = jax.jit(functools.partial(train.train_step, ctx=ctx))
   new_state, metrics = step(state, batch, key)
   assert js > 1e-4
@@ -253,7 +253,7 @@ def test_augmix_step_is_clean_ce_plus_12_js():
   logits, _ = forward(ctx, state.params, state.batch_stats, jnp.tile(x, (3, 1, 1, 1)))
   _, metrics = step(state, batch, key)
   assert float(metrics['mix_on']) == 0.0
-  np.testing.assert_allclose(metrics['loss'], _ce(logits[:16], y), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:16], y), rtol=1e-5)
 
 
 def _mix_input_of(consumer, lam, perm):
@@ -289,14 +289,14 @@ def test_manifold_mixup_step_mixes_the_drawn_hidden_point():
     logits, upd = forward(ctx, state.params, state.batch_stats, x)
   step = jax.jit(functools.partial(train.train_step, ctx=ctx))
   new_state, metrics = step(state, batch, key)
-  np.testing.assert_allclose(metrics['loss'], _ce(logits, inputs['y_mix']), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits, inputs['y_mix']), rtol=1e-5)
   chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
   # Mixing off (same programs): no hidden point, the clean step.
   state = state.replace(step=state.step + 1)
   assert int(fn(state, batch, train.step_key(key, 1))['hidden']['point'][0]) == -1
   logits, _ = forward(ctx, state.params, state.batch_stats, x)
   _, metrics = step(state, batch, key)
-  np.testing.assert_allclose(metrics['loss'], _ce(logits, y), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits, y), rtol=1e-5)
 
 
 def test_saliencymix_step_boxes_the_fine_grained_saliency_peak():
