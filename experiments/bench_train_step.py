@@ -139,8 +139,9 @@ def bench(method: str, batch_size: int, steps: int, width: int,
   step, args = prepare(method, batch_size, width, **overrides)
   stats = evaluation.time_step(step, args, warmup=1, repeats=steps, carry=True)
   dt = stats['median_s']
+  dtype = make_config(method, batch_size=batch_size, width=width, **overrides).compute_dtype
   return {'step_s': dt, 'images_per_s': batch_size / dt, 'compile_s': stats['compile_s'],
-          'step_std_s': stats['std_s'], 'compute_dtype': config.compute_dtype}
+          'step_std_s': stats['std_s'], 'compute_dtype': dtype}
 
 
 def bench_rounds(methods, rounds: int, batch_size: int, width: int,
