@@ -195,7 +195,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monk
   config.halt_after_step = 2
   halted = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   assert halted['status'] == 'halted' and halted['step'] == 2
-  config.halt_after_step = -1
+  config.halt_after_step = None  # unset: run to the end
   resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   assert resumed['step'] == straight['step'] == 4
   for key in ('eval_accuracy', 'eval_nll', 'train_loss'):
