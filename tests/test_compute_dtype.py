@@ -32,21 +32,7 @@ from configs import digits_storm  # pylint: disable=g-import-not-at-top,wrong-im
 from configs import imagenet_resnet50  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import imagenet_resnet50_300ep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-pytestmark = pytest.mark.usefixtures('key_reuse_checked')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _compilation_cache(tmp_path_factory):
-  """Reuses compiled programs across this module's tests (and across resumed runs)."""
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-  jax.config.update(names[1], 0)
-  jax.config.update(names[2], 0)
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
+pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
 
 
 def _leaf_dtypes(tree) -> set:
