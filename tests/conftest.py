@@ -26,6 +26,29 @@ if os.environ.get('STORM_JAX_MULTIDEVICE') != '1':
 import pytest
 
 
+# The suite runs on pytest-xdist workers (`-n auto --dist loadgroup` in pyproject.toml): one
+# per CPU core, at most four (each holds JAX and TensorFlow, ~1.5 GB). `-n 0` runs in-process.
+def pytest_xdist_auto_num_workers(config):
+  del config
+  return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def pytest_collection_modifyitems(config, items):
+  """Keeps a module on one worker when its tests share module-scoped set-up.
+
+  A module fixture (a trained run, a prepared dataset, the compilation cache that lets a module
+  compile each program once) is built once per worker that runs one of its tests: spreading
+  the module over workers would build it on each.
+  """
+  del config
+  for item in items:
+    info = getattr(item, '_fixtureinfo', None)
+    defs = info.name2fixturedefs.values() if info else ()
+    if any(d.scope in ('module', 'package', 'session') for ds in defs for d in ds
+           if d.baseid):  # baseid '' = a plugin's fixture (tmp_path_factory, ...)
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture
 def key_reuse_checked():
   """Runs a test with jax's PRNG key-reuse checker on (docs/DESIGN.md#pitfalls: no key reuse in the

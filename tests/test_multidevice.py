@@ -22,7 +22,7 @@ def test_multidevice():
   env['JAX_PLATFORMS'] = 'cpu'
   root = pathlib.Path(__file__).parent.parent
   proc = subprocess.run(
-      [sys.executable, '-m', 'pytest', '-q', '-rf', '-p', 'no:cacheprovider', str(_DIR)],
+      [sys.executable, '-m', 'pytest', '-q', '-rf', '-p', 'no:cacheprovider', '-n', '0', str(_DIR)],
       cwd=root, env=env, capture_output=True, text=True, timeout=3600)
   print(proc.stdout[-20000:])
   print(proc.stderr[-5000:], file=sys.stderr)
