@@ -49,7 +49,8 @@ def _by_hand_saliency(ctx, state, x, y, train_mode):
   return jnp.sqrt(jnp.mean(g * g, axis=-1)), value, stats
 
 
-@pytest.mark.parametrize('objective,loss', [('sum', 'softmax_bce'), ('mean', 'softmax_ce')])
+@pytest.mark.parametrize('objective,loss', [
+    pytest.param('sum', 'softmax_bce', marks=pytest.mark.slow), ('mean', 'softmax_ce')])
 def test_clean_term_is_the_saliency_pass_loss(objective, loss):
   """Guided-AP, clean_lam 1: loss = L(f(x_mix), y_mix) + 2/N CE(f(x), y) ('sum'; 'mean' divides
   by 1 + 2/N), the clean CE being the saliency pass's own (train mode, BN update kept, then the
@@ -90,7 +91,7 @@ def test_clean_term_is_the_saliency_pass_loss(objective, loss):
                         rtol=1e-3)
 
 
-@pytest.mark.parametrize('mode', ['keep', 'discard', 'eval'])
+@pytest.mark.parametrize('mode', ['keep', pytest.param('discard', marks=pytest.mark.slow), 'eval'])
 def test_saliency_batch_norm_mode(mode):
   """'keep': train mode, the pass's statistics update is the mixed pass's start; 'discard':
   train mode, update dropped; 'eval': running statistics (saliency of the eval-mode model),
@@ -157,7 +158,7 @@ def test_puzzlemix_gets_the_dataset_normalisation():
   assert 'mean' not in train.build_mixer(smoke_config('mixup', {}), info).hparams
 
 
-@pytest.mark.parametrize('adv_p', [0.0, 1.0])
+@pytest.mark.parametrize('adv_p', [0.0, pytest.param(1.0, marks=pytest.mark.slow)])
 def test_puzzlemix_adversarial_switch(adv_p):
   """adv_p > 0: the pass runs on x + δ0 and the noise is u * clip(δ0 + (ε+2)/255 sign(g), ±ε/255)
   with g the pass's input gradient there (both coins up at adv_p = 1); adv_p = 0 (default): off."""
