@@ -127,7 +127,10 @@ _MAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize('args,message', _MAIN_CASES, ids=[c[0][0] for c in _MAIN_CASES])
+# Each case launches `python -m storm_jax.main` (~1.5 s): three in the fast tier.
+@pytest.mark.parametrize('args,message', [
+    pytest.param(*c, id=c[0][0], marks=[pytest.mark.slow] if i >= 3 else [])
+    for i, c in enumerate(_MAIN_CASES)])
 def test_main_flag_errors_are_one_line(tmp_path, args, message):
   workdir = tmp_path / 'run'
   proc = _run('storm_jax.main', '--config=configs/digits_storm.py', f'--workdir={workdir}', *args)

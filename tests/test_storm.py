@@ -114,8 +114,10 @@ CONFIGS = [
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('shape,jit', [(SHAPES[0], False), (SHAPES[0], True), (SHAPES[1], True)],
-                         ids=['7x32x48x3-eager', '7x32x48x3-jit', '1x8x12x5-jit'])
+@pytest.mark.parametrize('shape,jit', [
+    pytest.param(SHAPES[0], False, id='7x32x48x3-eager', marks=pytest.mark.slow),
+    pytest.param(SHAPES[0], True, id='7x32x48x3-jit'),
+    pytest.param(SHAPES[1], True, id='1x8x12x5-jit', marks=pytest.mark.slow)])
 @pytest.mark.parametrize('hp', CONFIGS, ids=lambda h: '-'.join(f'{k}={v}' for k, v in h.items()))
 def test_matches_numpy_reference(hp, shape, jit):
   mixer = mixing.get('storm', **hp)
@@ -433,7 +435,8 @@ def test_per_batch_vs_per_example_sharing():
 # --------------------------------------------------------------------------------------
 
 
-@JIT
+@pytest.mark.parametrize('jit', [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=['eager', 'jit'])
 @pytest.mark.parametrize('granularity', ['batch', 'example'])
 def test_k1_is_mixup_bit_exactly(granularity, jit):
   mixup = mixing.get('mixup')

@@ -301,6 +301,7 @@ def test_manifold_mixup_step_mixes_the_drawn_hidden_point():
   np.testing.assert_allclose(metrics['loss'], soft_ce(logits, y), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_saliencymix_step_boxes_the_fine_grained_saliency_peak():
   """SaliencyMix: the step passes OpenCV's fine-grained saliency of the uint8 batch; the
   pasted box is centred on the partner's saliency peak."""
