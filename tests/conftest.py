@@ -40,7 +40,9 @@ import pytest
 # per CPU core, at most four (each holds JAX and TensorFlow, ~1.5 GB). `-n 0` runs in-process.
 def pytest_xdist_auto_num_workers(config):
   del config
-  return max(1, min(4, len(os.sched_getaffinity(0))))
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')  # Linux
+           else os.cpu_count() or 1)
+  return max(1, min(4, cores))
 
 
 def pytest_collection_modifyitems(config, items):
