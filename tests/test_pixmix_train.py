@@ -23,7 +23,7 @@ from storm_jax import train
 from storm_jax.train import loop
 from storm_jax.train import step as step_lib
 from storm_jax.utils import metric_writers
-from tests.test_train import soft_ce
+from tests.test_train import assert_mixing_off_step_is_clean_ce, js_by_hand, soft_ce
 from tests.test_train import digits_batch, forward, setup_step, smoke_config
 
 pytestmark = pytest.mark.usefixtures('key_reuse_checked', 'compilation_cache')
@@ -41,13 +41,6 @@ def pictures(start_step: int = 0, b: int = 16) -> jax.Array:
   it = data.mixing_iterator(MIXING_SET, global_batch_size=b, seed=0, image_shape=(8, 8, 1),
                             start_step=start_step)
   return jnp.asarray(next(it))
-
-
-def _js(logits, b):
-  """AugMix's Jensen-Shannon term of [clean; view 1; view 2] logits, by hand (float64)."""
-  p = np.asarray(jax.nn.softmax(logits.reshape(3, b, -1)), np.float64)
-  log_m = np.log(np.clip(p.mean(0), 1e-7, 1.0))
-  return np.mean(np.sum(p * (np.log(p) - log_m), -1))
 
 
 # --------------------------------------------------------------------------------------
@@ -143,18 +136,13 @@ def test_ipmix_jsd_step_is_clean_ce_plus_12_js_of_its_views():
   assert not np.allclose(x_mix[16:32], x, atol=0.1) and not np.allclose(x_mix[32:], x, atol=0.1)
   np.testing.assert_array_equal(inputs['y_mix'], jnp.tile(y, (3, 1)))
   logits, upd = forward(ctx, state.params, state.batch_stats, x_mix)
-  js = _js(logits, 16)
+  js = js_by_hand(logits, 16)
   assert js > 1e-4
   step = jax.jit(functools.partial(train.train_step, ctx=ctx))
   new_state, metrics = step(state, batch, key)
   np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:16], y) + 12.0 * js, rtol=1e-5)
   chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
-  # Mixing off (same program): three copies of the clean batch, no JS term.
-  state = state.replace(step=state.step + 1)
-  logits, _ = forward(ctx, state.params, state.batch_stats, jnp.tile(x, (3, 1, 1, 1)))
-  _, metrics = step(state, batch, key)
-  assert float(metrics['mix_on']) == 0.0
-  np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:16], y), rtol=1e-5)
+  assert_mixing_off_step_is_clean_ce(step, ctx, state, batch, key, x, y)  # same program
 
 
 @pytest.mark.slow

@@ -221,6 +221,23 @@ def soft_ce(logits, labels):
   return np.mean(-np.sum(np.asarray(labels) * np.asarray(jax.nn.log_softmax(logits)), -1))
 
 
+def js_by_hand(logits, b):
+  """AugMix's Jensen-Shannon term of [clean; view 1; view 2] logits, by hand (float64): the
+  mean over the views and the batch."""
+  p = np.asarray(jax.nn.softmax(logits.reshape(3, b, -1)), np.float64)
+  log_m = np.log(np.clip(p.mean(0), 1e-7, 1.0))
+  return np.mean(np.sum(p * (np.log(p) - log_m), -1))
+
+
+def assert_mixing_off_step_is_clean_ce(step, ctx, state, batch, key, x, y):
+  """A 3-view (JSD) step with mixing off: three copies of the clean batch, no JS term."""
+  state = state.replace(step=state.step + 1)
+  logits, _ = forward(ctx, state.params, state.batch_stats, jnp.tile(x, (3, 1, 1, 1)))
+  _, metrics = step(state, batch, key)
+  assert float(metrics['mix_on']) == 0.0
+  np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:x.shape[0]], y), rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_augmix_step_is_clean_ce_plus_12_js():
   """AugMix: the mixer gets pixel values, its output is normalised after; one forward pass over
@@ -239,21 +256,14 @@ def test_augmix_step_is_clean_ce_plus_12_js():
   np.testing.assert_allclose(x_mix[:16], x, rtol=1e-6)  # clean view first
   assert not np.allclose(x_mix[16:32], x, atol=0.1)  # the views are augmented
   logits, upd = forward(ctx, state.params, state.batch_stats, x_mix)
-  p = np.asarray(jax.nn.softmax(logits.reshape(3, 16, 10)), np.float64)
-  log_m = np.log(np.clip(p.mean(0), 1e-7, 1.0))
-  js = np.mean(np.sum(p * (np.log(p) - log_m), -1))  # mean over the views and the batch
+  js = js_by_hand(logits, 16)
   want = soft_ce(logits[:16], y) + 12.0 * js
   step = jax.jit(functools.partial(train.train_step, ctx=ctx))
   new_state, metrics = step(state, batch, key)
   assert js > 1e-4
   np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
   chex.assert_trees_all_close(new_state.batch_stats, upd['batch_stats'], rtol=1e-5, atol=1e-6)
-  # Mixing off (same program): three copies of the clean batch, no JS term.
-  state = state.replace(step=state.step + 1)
-  logits, _ = forward(ctx, state.params, state.batch_stats, jnp.tile(x, (3, 1, 1, 1)))
-  _, metrics = step(state, batch, key)
-  assert float(metrics['mix_on']) == 0.0
-  np.testing.assert_allclose(metrics['loss'], soft_ce(logits[:16], y), rtol=1e-5)
+  assert_mixing_off_step_is_clean_ce(step, ctx, state, batch, key, x, y)  # same program
 
 
 def _mix_input_of(consumer, lam, perm):
