@@ -209,18 +209,7 @@ def test_every_mixer_returns_the_input_dtype_and_float32_labels(name, dtype):
   """Traced (no compile) with the default hyper-parameters: `x_mix` keeps `x.dtype` (the
   documented contract), the labels are float32."""
   mixer = mixing.get(name)
-  kw = {}
-  if mixer.needs_saliency:
-    kw['saliency'] = jax.ShapeDtypeStruct(_SHAPE[:3], jnp.float32)
-  if mixer.needs_mixing_pictures:
-    kw['mixing_pictures'] = jax.ShapeDtypeStruct(_SHAPE, jnp.float32)
-
-  def mix(key, x, y, **kw):
-    return mixer.apply(mixer.sample(key, x.shape, **kw), x, y)
-
-  x_mix, y_mix = jax.eval_shape(mix, jax.eval_shape(jax.random.key, 0),
-                                jax.ShapeDtypeStruct(_SHAPE, jnp.dtype(dtype)),
-                                jax.ShapeDtypeStruct((_SHAPE[0], 10), jnp.float32), **kw)
+  x_mix, y_mix = mixer.check(_SHAPE, 10, jnp.dtype(dtype))
   assert x_mix.dtype == jnp.dtype(dtype) and y_mix.dtype == jnp.float32
   assert x_mix.shape == (_SHAPE[0] * mixer.multiplicity,) + _SHAPE[1:]
   assert y_mix.shape == (_SHAPE[0] * mixer.multiplicity, 10)

@@ -243,12 +243,13 @@ class Mixer:
       y_mix = jnp.where(params['apply'], y_mix, jnp.tile(y, (self.multiplicity, 1)))
     return x_mix, y_mix
 
-  def check(self, shape: Sequence[int], num_classes: int, dtype: Any = jnp.float32) -> None:
+  def check(self, shape: Sequence[int], num_classes: int,
+            dtype: Any = jnp.float32) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
     """Raises the UserError that mixing a `shape` batch would raise, without compiling.
 
     Traces `sample` and `apply` abstractly (`jax.eval_shape`): the shape-dependent checks
     (e.g. StoRM's `points='distinct'` needs k <= H and W, R-Mix's grids must divide the image)
-    run now, before a model is built.
+    run now, before a model is built. Returns the shapes and dtypes of `(x_mix, y_mix)`.
     """
     shape = check_shape(shape)
     kw = {}
@@ -261,9 +262,9 @@ class Mixer:
       return self.apply(self.sample(key, x.shape, **kw), x, y)
 
     abstract_key = jax.eval_shape(jax.random.key, 0)  # shape and dtype only: nothing drawn
-    jax.eval_shape(trace, abstract_key,
-                   jax.ShapeDtypeStruct(shape, dtype),
-                   jax.ShapeDtypeStruct((shape[0], num_classes), jnp.float32), **kw)
+    return jax.eval_shape(trace, abstract_key,
+                          jax.ShapeDtypeStruct(shape, dtype),
+                          jax.ShapeDtypeStruct((shape[0], num_classes), jnp.float32), **kw)
 
   def __call__(self, key: jax.Array, x: jax.Array, y: jax.Array,
                **kw) -> tuple[jax.Array, jax.Array]:
